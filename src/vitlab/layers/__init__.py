@@ -1,0 +1,29 @@
+"""Building blocks: plain ``nn.Module``s and tensor functions, no configs and no I/O."""
+
+from .attention import Attention
+from .block import Block
+from .drop_path import DropPath, drop_path, drop_path_rates
+from .layer_scale import LayerScale
+from .mlp import Mlp, make_act
+from .patch_embed import LucidPatchEmbed, PatchEmbed, PatchEmbed1d, pad_to_multiple
+from .pooling import AttentionPoolLatent
+from .pos_embed import resample_abs_pos_embed, resample_grid, sincos_2d
+
+__all__ = [
+    "Attention",
+    "AttentionPoolLatent",
+    "Block",
+    "DropPath",
+    "LayerScale",
+    "LucidPatchEmbed",
+    "Mlp",
+    "PatchEmbed",
+    "PatchEmbed1d",
+    "drop_path",
+    "drop_path_rates",
+    "make_act",
+    "pad_to_multiple",
+    "resample_abs_pos_embed",
+    "resample_grid",
+    "sincos_2d",
+]

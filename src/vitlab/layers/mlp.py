@@ -1,0 +1,30 @@
+"""The transformer MLP: Linear -> GELU -> Linear, with the paper's dropout after each dense layer."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def make_act(name: str) -> nn.Module:
+    """``gelu`` (exact, erf-based) or ``gelu_tanh`` (the approximation the JAX models use)."""
+    if name == "gelu":
+        return nn.GELU()
+    if name == "gelu_tanh":
+        return nn.GELU(approximate="tanh")
+    raise ValueError(f"unknown activation {name!r}; expected 'gelu' or 'gelu_tanh'")
+
+
+class Mlp(nn.Module):
+    """Two-layer MLP with timm's names (``fc1``, ``fc2``)."""
+
+    def __init__(self, dim: int, hidden_dim: int, act: str = "gelu", drop: float = 0.0) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden_dim)
+        self.act = make_act(act)
+        self.drop1 = nn.Dropout(drop)
+        self.fc2 = nn.Linear(hidden_dim, dim)
+        self.drop2 = nn.Dropout(drop)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.drop2(self.fc2(self.drop1(self.act(self.fc1(x)))))

@@ -1,0 +1,79 @@
+"""A Vision Transformer for 1-D sequences (lucidrains' ``vit_1d``), on the same blocks as the image model.
+
+    signal (B, C, L) -> patch_embed (B, L/P, D) -> [CLS] + positions -> blocks -> norm -> pool -> head
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..layers import PatchEmbed1d
+from .config import ViT1dConfig
+from .vit import make_blocks
+
+
+class VisionTransformer1d(nn.Module):
+    """ViT over non-overlapping windows of a multichannel sequence.
+
+    Args:
+        cfg: The architecture; ``seq_len`` sizes the learned position table.
+    """
+
+    def __init__(self, cfg: ViT1dConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        D = cfg.embed_dim
+        self.num_prefix_tokens = int(cfg.class_token)
+        self.num_features = cfg.representation_size or D
+        self.patch_embed = PatchEmbed1d(cfg.patch_size, cfg.channels, D)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, D)) if cfg.class_token else None
+        self.pos_embed = nn.Parameter(torch.zeros(1, self.num_prefix_tokens + cfg.num_patches, D))
+        self.pos_drop = nn.Dropout(cfg.pos_drop_rate)
+        self.blocks = make_blocks(cfg)
+        self.norm = nn.Identity() if cfg.fc_norm else nn.LayerNorm(D, eps=cfg.norm_eps)
+        self.fc_norm = nn.LayerNorm(D, eps=cfg.norm_eps) if cfg.fc_norm else nn.Identity()
+        if cfg.representation_size:
+            self.pre_logits = nn.Sequential(nn.Linear(D, cfg.representation_size), nn.Tanh())
+        else:
+            self.pre_logits = nn.Identity()
+        self.head_drop = nn.Dropout(cfg.head_drop_rate)
+        self.head = nn.Linear(self.num_features, cfg.num_classes) if cfg.num_classes else nn.Identity()
+        self.init_weights()
+
+    @torch.no_grad()
+    def init_weights(self) -> None:
+        """timm-style initialisation; a no-op on the meta device."""
+        if any(p.is_meta for p in self.parameters()):
+            return
+        nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        if self.cls_token is not None:
+            nn.init.normal_(self.cls_token, std=1e-6)
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.trunc_normal_(m.weight, std=0.02)
+                nn.init.zeros_(m.bias)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Sequences (B, C, L) -> normalised tokens (B, T, D); L must equal ``cfg.seq_len``."""
+        if x.ndim != 3 or x.shape[1] != self.cfg.channels or x.shape[2] != self.cfg.seq_len:
+            raise ValueError(
+                f"expected sequences shaped (B, {self.cfg.channels}, {self.cfg.seq_len}), got {tuple(x.shape)}"
+            )
+        x = self.patch_embed(x)  # (B, N, D)
+        if self.cls_token is not None:
+            x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
+        x = self.pos_drop(x + self.pos_embed)
+        for blk in self.blocks:
+            x = blk(x)
+        return self.norm(x)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """Tokens (B, T, D) -> logits (B, num_classes), or pooled features if ``pre_logits``."""
+        x = x[:, 0] if self.cfg.global_pool == "token" else x[:, self.num_prefix_tokens :].mean(dim=1)
+        x = self.head_drop(self.pre_logits(self.fc_norm(x)))
+        return x if pre_logits else self.head(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Sequences (B, C, L) -> logits (B, num_classes)."""
+        return self.forward_head(self.forward_features(x))

@@ -1,0 +1,71 @@
+"""Named model sizes and variants as data (big_vision's ``decode_variant``, timm's names).
+
+A name is a row: a size (width, depth, heads, MLP width), a patch size, a training image size and
+any other config fields. :func:`vitlab.create_model` turns a row into a :class:`ViTConfig`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+# Width D, depth L, heads; MLP width is 4D unless given (paper Table 1; giant/gigantic from
+# Zhai et al. 2022, "Scaling Vision Transformers").
+SIZES: dict[str, dict[str, Any]] = {
+    "tiny": dict(embed_dim=192, depth=12, num_heads=3),
+    "small": dict(embed_dim=384, depth=12, num_heads=6),
+    "medium": dict(embed_dim=512, depth=12, num_heads=8),
+    "base": dict(embed_dim=768, depth=12, num_heads=12),
+    "large": dict(embed_dim=1024, depth=24, num_heads=16),
+    "huge": dict(embed_dim=1280, depth=32, num_heads=16),
+    "giant": dict(embed_dim=1408, depth=40, num_heads=16, mlp_dim=6144),
+    "gigantic": dict(embed_dim=1664, depth=48, num_heads=16, mlp_dim=8192),
+}
+
+_MNIST = dict(in_chans=1, num_classes=10)
+_CIFAR = dict(num_classes=10)
+
+# (name, size, patch, image size, other config fields, note). Names follow timm where timm has the model.
+MODEL_TABLE: list[tuple[str, str, int, int, dict[str, Any], str]] = [
+    ("vit_tiny_patch16_224", "tiny", 16, 224, {}, "DeiT-Ti size"),
+    ("vit_tiny_patch16_384", "tiny", 16, 384, {}, ""),
+    ("vit_small_patch8_224", "small", 8, 224, {}, ""),
+    ("vit_small_patch16_224", "small", 16, 224, {}, "DeiT-S size"),
+    ("vit_small_patch16_384", "small", 16, 384, {}, ""),
+    ("vit_small_patch32_224", "small", 32, 224, {}, ""),
+    ("vit_small_patch32_384", "small", 32, 384, {}, ""),
+    ("vit_medium_patch16_reg4_gap_256", "medium", 16, 256,
+     dict(class_token=False, reg_tokens=4, pos_embed_prefix=False, global_pool="avg", init_values=1e-5),
+     "4 registers, mean pooling, LayerScale"),
+    ("vit_base_patch8_224", "base", 8, 224, {}, ""),
+    ("vit_base_patch16_224", "base", 16, 224, {}, "paper ViT-B/16"),
+    ("vit_base_patch16_384", "base", 16, 384, {}, "paper ViT-B/16 fine-tuned at 384"),
+    ("vit_base_patch32_224", "base", 32, 224, {}, "paper ViT-B/32"),
+    ("vit_base_patch32_384", "base", 32, 384, {}, ""),
+    ("vit_base_patch16_gap_224", "base", 16, 224,
+     dict(num_heads=16, class_token=False, global_pool="avg", fc_norm=False), "no class token, mean pooling"),
+    ("vit_base_patch16_reg4_gap_256", "base", 16, 256,
+     dict(class_token=False, reg_tokens=4, pos_embed_prefix=False, global_pool="avg"), "4 registers, mean pooling"),
+    ("vit_base_patch16_siglip_224", "base", 16, 224,
+     dict(class_token=False, global_pool="map"), "SigLIP layout: attention pooling"),
+    ("vit_large_patch14_224", "large", 14, 224, {}, ""),
+    ("vit_large_patch16_224", "large", 16, 224, {}, "paper ViT-L/16"),
+    ("vit_large_patch16_384", "large", 16, 384, {}, ""),
+    ("vit_large_patch32_224", "large", 32, 224, {}, "paper ViT-L/32"),
+    ("vit_large_patch32_384", "large", 32, 384, {}, ""),
+    ("vit_huge_patch14_224", "huge", 14, 224, {}, "paper ViT-H/14"),
+    ("vit_giant_patch14_224", "giant", 14, 224, {}, "ViT-g/14"),
+    ("vit_gigantic_patch14_224", "gigantic", 14, 224, {}, "ViT-G/14"),
+    # Small-image presets for the bundled data (vitlab's own names).
+    ("vit_tiny_patch7_28", "tiny", 7, 28, _MNIST, "MNIST / Fashion-MNIST: 4x4 patches of 7 px"),
+    ("vit_tiny_patch4_28", "tiny", 4, 28, _MNIST, "MNIST / Fashion-MNIST: 7x7 patches of 4 px"),
+    ("vit_tiny_patch4_32", "tiny", 4, 32, _CIFAR, "CIFAR-10: 8x8 patches of 4 px"),
+    ("vit_small_patch4_32", "small", 4, 32, _CIFAR, "CIFAR-10: 8x8 patches of 4 px"),
+]
+
+
+def model_fields(name: str) -> dict[str, Any]:
+    """The config fields of a named model (raises KeyError for an unknown name)."""
+    for row_name, size, patch, img, extra, _ in MODEL_TABLE:
+        if row_name == name:
+            return {**SIZES[size], "patch_size": patch, "img_size": img, **extra}
+    raise KeyError(name)
