@@ -1,0 +1,51 @@
+"""The ``vitlab`` command: one thin module per subcommand, heavy imports deferred to ``run``.
+
+Each subcommand module has ``add_parser(subparsers)`` and ``run(args) -> int``. User errors
+(``ValueError``, missing files) are printed as one line naming the problem, with exit status 2;
+no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from . import models, summary
+
+COMMANDS = (models, summary)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The top-level parser with every subcommand registered."""
+    from .. import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="vitlab",
+        description="Vision Transformers: named models, summaries, checkpoints, inference and training.",
+    )
+    parser.add_argument("--version", action="version", version=f"vitlab {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for command in COMMANDS:
+        command.add_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``vitlab`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return 2
+    try:
+        return args.run(args)
+    except (ValueError, FileNotFoundError, IsADirectoryError, PermissionError) as err:
+        print(f"vitlab {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # `vitlab models | head`
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
