@@ -62,16 +62,25 @@ class LucidPatchEmbed(nn.Module):
 
 
 class PatchEmbed1d(nn.Module):
-    """Patch embedding for sequences, as lucidrains' ``vit_1d``: ``'b c (n p) -> b n (p c)'`` then Linear."""
+    """Patch embedding for sequences, as lucidrains' ``vit_1d``: ``'b c (n p) -> b n (p c)'`` then Linear.
 
-    def __init__(self, patch_size: int, channels: int, embed_dim: int) -> None:
+    With ``patch_norm`` the projection is wrapped in LayerNorms (``norm_in``, ``norm_out``) as in the
+    current vit-pytorch ``vit_1d``.
+    """
+
+    def __init__(
+        self, patch_size: int, channels: int, embed_dim: int, patch_norm: bool = False, norm_eps: float = 1e-5
+    ) -> None:
         super().__init__()
         self.patch_size = patch_size
-        self.proj = nn.Linear(patch_size * channels, embed_dim)
+        patch_dim = patch_size * channels
+        self.norm_in = nn.LayerNorm(patch_dim, eps=norm_eps) if patch_norm else nn.Identity()
+        self.proj = nn.Linear(patch_dim, embed_dim)
+        self.norm_out = nn.LayerNorm(embed_dim, eps=norm_eps) if patch_norm else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x``: (B, C, L), L a multiple of P -> (B, L/P, D)."""
         B, C, L = x.shape
         p = self.patch_size
-        x = x.reshape(B, C, L // p, p).permute(0, 2, 3, 1).reshape(B, L // p, p * C)
-        return self.proj(x)
+        x = x.reshape(B, C, L // p, p).permute(0, 2, 3, 1).reshape(B, L // p, p * C)  # 'b c (n p) -> b n (p c)'
+        return self.norm_out(self.proj(self.norm_in(x)))

@@ -52,8 +52,15 @@ class _ConfigMixin:
         return cls(**data)
 
     def replace(self, **changes: Any):
-        """Return a copy with ``changes`` applied; the copy is validated again."""
+        """Return a copy with ``changes`` applied; the copy is validated again.
+
+        Fields that were derived (``head_dim``, ``mlp_dim``, ``fc_norm`` left as None and filled in)
+        are derived again, so ``replace(embed_dim=384)`` also gets the 4x MLP width of 384.
+        """
         self._check_keys(changes)
+        for name, rule in _DERIVED.items():
+            if name not in changes and getattr(self, name) == rule(self):
+                changes[name] = None
         return dataclasses.replace(self, **changes)  # type: ignore[type-var]
 
     @classmethod
@@ -64,8 +71,18 @@ class _ConfigMixin:
             import difflib
 
             hints = [difflib.get_close_matches(k, known, n=1) for k in unknown]
-            named = ", ".join(f"{k!r}" + (f" (did you mean {h[0]!r}?)" if h else "") for k, h in zip(unknown, hints))
+            named = ", ".join(
+                f"{k!r}" + (f" (did you mean {h[0]!r}?)" if h else "") for k, h in zip(unknown, hints, strict=True)
+            )
             raise ValueError(f"unknown {cls.__name__} field(s): {named}")
+
+
+# Fields that None fills in from others when a config is made (see _check_common).
+_DERIVED = {
+    "head_dim": lambda c: c.embed_dim // c.num_heads,
+    "mlp_dim": lambda c: 4 * c.embed_dim,
+    "fc_norm": lambda c: c.global_pool == "avg",
+}
 
 
 def _check_common(c: Any) -> None:
@@ -228,6 +245,12 @@ class ViT1dConfig(_ConfigMixin):
     non-overlapping windows of ``patch_size`` steps, each flattened (``(p c)`` order) and linearly
     projected, then the same encoder blocks as the image model. Fields shared with
     :class:`ViTConfig` mean the same thing there.
+
+    Attributes:
+        seq_len: Length L of the input sequences (sizes the learned position table).
+        patch_size: Steps per token.
+        channels: Input channels C.
+        patch_norm: LayerNorm before and after the patch projection, as the current ``vit_1d``.
     """
 
     seq_len: int = 256
@@ -253,6 +276,7 @@ class ViT1dConfig(_ConfigMixin):
     drop_path_rate: float = 0.0
     norm_eps: float = 1e-6
     act: Act = "gelu"
+    patch_norm: bool = False
 
     def __post_init__(self) -> None:
         _check_common(self)

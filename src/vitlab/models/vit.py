@@ -76,6 +76,13 @@ def make_blocks(cfg: ViTConfig | ViT1dConfig) -> nn.ModuleList:
     )
 
 
+def reset_all(model: nn.Module) -> None:
+    """Run every submodule's own ``reset_parameters`` (LayerNorm, Conv, Linear, LayerScale)."""
+    for m in model.modules():
+        if m is not model and hasattr(m, "reset_parameters"):
+            m.reset_parameters()
+
+
 def layer_indices(indices: int | Iterable[int] | None, depth: int) -> list[int]:
     """Resolve ``None`` (all blocks), ``n`` (the last n) or a list (negatives count from the end)."""
     if indices is None:
@@ -139,14 +146,14 @@ class VisionTransformer(nn.Module):
         self.norm = nn.Identity() if cfg.fc_norm else nn.LayerNorm(D, eps=cfg.norm_eps)
 
         self.attn_pool = (
-            AttentionPoolLatent(D, cfg.num_heads, cfg.mlp_dim, cfg.act, cfg.norm_eps) if cfg.global_pool == "map" else None
+            AttentionPoolLatent(D, cfg.num_heads, cfg.mlp_dim, cfg.act, cfg.norm_eps)
+            if cfg.global_pool == "map"
+            else None
         )
         self.fc_norm = nn.LayerNorm(D, eps=cfg.norm_eps) if cfg.fc_norm else nn.Identity()
         if cfg.representation_size:
             # The tanh "representation layer" of the original ImageNet-21k checkpoints (old timm names).
-            self.pre_logits = nn.Sequential(
-                OrderedDict(fc=nn.Linear(D, cfg.representation_size), act=nn.Tanh())
-            )
+            self.pre_logits = nn.Sequential(OrderedDict(fc=nn.Linear(D, cfg.representation_size), act=nn.Tanh()))
         else:
             self.pre_logits = nn.Identity()
         self.head_drop = nn.Dropout(cfg.head_drop_rate)
@@ -158,9 +165,13 @@ class VisionTransformer(nn.Module):
 
     @torch.no_grad()
     def init_weights(self) -> None:
-        """timm's default initialisation; a no-op for a model built on the meta device."""
+        """(Re-)initialise every parameter as timm does; a no-op for a model on the meta device.
+
+        Also the way to materialise a meta model: ``model.to_empty(device="cpu"); model.init_weights()``.
+        """
         if any(p.is_meta for p in self.parameters()):
             return
+        reset_all(self)
         for table in (self.pos_embed, self.pos_embed_row, self.pos_embed_col):
             if table is not None:
                 nn.init.trunc_normal_(table, std=0.02)

@@ -1,6 +1,6 @@
 """A Vision Transformer for 1-D sequences (lucidrains' ``vit_1d``), on the same blocks as the image model.
 
-    signal (B, C, L) -> patch_embed (B, L/P, D) -> [CLS] + positions -> blocks -> norm -> pool -> head
+signal (B, C, L) -> patch_embed (B, L/P, D) -> [CLS] + positions -> blocks -> norm -> pool -> head
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from torch import nn
 
 from ..layers import PatchEmbed1d
 from .config import ViT1dConfig
-from .vit import make_blocks
+from .vit import make_blocks, reset_all
 
 
 class VisionTransformer1d(nn.Module):
@@ -26,7 +26,7 @@ class VisionTransformer1d(nn.Module):
         D = cfg.embed_dim
         self.num_prefix_tokens = int(cfg.class_token)
         self.num_features = cfg.representation_size or D
-        self.patch_embed = PatchEmbed1d(cfg.patch_size, cfg.channels, D)
+        self.patch_embed = PatchEmbed1d(cfg.patch_size, cfg.channels, D, cfg.patch_norm, cfg.norm_eps)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, D)) if cfg.class_token else None
         self.pos_embed = nn.Parameter(torch.zeros(1, self.num_prefix_tokens + cfg.num_patches, D))
         self.pos_drop = nn.Dropout(cfg.pos_drop_rate)
@@ -46,13 +46,15 @@ class VisionTransformer1d(nn.Module):
         """timm-style initialisation; a no-op on the meta device."""
         if any(p.is_meta for p in self.parameters()):
             return
+        reset_all(self)
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
         if self.cls_token is not None:
             nn.init.normal_(self.cls_token, std=1e-6)
         for m in self.modules():
             if isinstance(m, nn.Linear):
                 nn.init.trunc_normal_(m.weight, std=0.02)
-                nn.init.zeros_(m.bias)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Sequences (B, C, L) -> normalised tokens (B, T, D); L must equal ``cfg.seq_len``."""

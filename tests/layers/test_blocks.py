@@ -1,0 +1,49 @@
+"""Building blocks in isolation."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from vitlab.layers import Attention, AttentionPoolLatent, Block, DropPath, LayerScale, drop_path_rates
+
+
+def test_drop_path_rates_linear_rule() -> None:
+    assert drop_path_rates(0.1, 1) == [0.0]
+    assert drop_path_rates(0.3, 4) == pytest.approx([0.0, 0.1, 0.2, 0.3])
+
+
+def test_drop_path_identity_in_eval() -> None:
+    dp = DropPath(0.5).eval()
+    x = torch.randn(4, 3)
+    assert dp(x) is x
+
+
+def test_layer_scale() -> None:
+    ls = LayerScale(4, 0.5)
+    torch.testing.assert_close(ls(torch.ones(2, 4)), torch.full((2, 4), 0.5))
+
+
+def test_attention_with_probs_equals_fused() -> None:
+    attn = Attention(32, num_heads=4, head_dim=8).eval()
+    x = torch.randn(2, 10, 32)
+    out, probs = attn.forward_with_probs(x)
+    torch.testing.assert_close(out, attn(x), rtol=1e-5, atol=1e-6)
+    assert probs.shape == (2, 4, 10, 10)
+
+
+def test_block_with_attn_equals_block() -> None:
+    blk = Block(32, 4, 8, 64, init_values=0.1).eval()
+    x = torch.randn(2, 10, 32)
+    y, _ = blk.forward_with_attn(x)
+    torch.testing.assert_close(y, blk(x), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parity
+def test_attention_pool_matches_timm() -> None:
+    timm_pool = pytest.importorskip("timm.layers.attention_pool")
+    ref = timm_pool.AttentionPoolLatent(32, num_heads=4, mlp_ratio=2.0, norm_layer=torch.nn.LayerNorm)
+    ours = AttentionPoolLatent(32, 4, 64, norm_eps=1e-5)
+    ours.load_state_dict(ref.state_dict(), strict=True)
+    x = torch.randn(2, 9, 32)
+    torch.testing.assert_close(ours(x), ref(x), rtol=0, atol=1e-6)
