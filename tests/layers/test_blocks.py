@@ -41,7 +41,8 @@ def test_block_with_attn_equals_block() -> None:
 
 @pytest.mark.parity
 def test_attention_pool_matches_timm() -> None:
-    timm_pool = pytest.importorskip("timm.layers.attention_pool")
+    import timm.layers.attention_pool as timm_pool
+
     ref = timm_pool.AttentionPoolLatent(32, num_heads=4, mlp_ratio=2.0, norm_layer=torch.nn.LayerNorm)
     ours = AttentionPoolLatent(32, 4, 64, norm_eps=1e-5)
     ours.load_state_dict(ref.state_dict(), strict=True)

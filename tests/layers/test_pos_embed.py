@@ -13,7 +13,8 @@ from vitlab.layers import resample_abs_pos_embed, resample_grid, sincos_2d
     ("old", "new", "prefix"), [((14, 14), (24, 24), 1), ((14, 14), (7, 10), 1), ((8, 6), (12, 9), 0)]
 )
 def test_resample_matches_timm(old: tuple[int, int], new: tuple[int, int], prefix: int) -> None:
-    timm_pos = pytest.importorskip("timm.layers.pos_embed")
+    import timm.layers.pos_embed as timm_pos
+
     table = torch.randn(1, prefix + old[0] * old[1], 32)
     expected = timm_pos.resample_abs_pos_embed(table, new_size=list(new), old_size=list(old), num_prefix_tokens=prefix)
     got = resample_abs_pos_embed(table, new, old, num_prefix_tokens=prefix)
@@ -47,7 +48,8 @@ def test_resample_bf16_in_float32() -> None:
 
 @pytest.mark.parity
 def test_sincos_matches_vit_pytorch_simple_vit() -> None:
-    simple_vit = pytest.importorskip("vit_pytorch.simple_vit")
+    import vit_pytorch.simple_vit as simple_vit
+
     expected = simple_vit.posemb_sincos_2d(h=5, w=7, dim=64)
     torch.testing.assert_close(sincos_2d(5, 7, 64), expected, rtol=0, atol=1e-6)
 

@@ -6,11 +6,11 @@ timm is the reference implementation (installed from PyPI); nothing here is copi
 from __future__ import annotations
 
 import pytest
+import timm
 import torch
 
 import vitlab
 
-timm = pytest.importorskip("timm")
 pytestmark = pytest.mark.parity
 
 

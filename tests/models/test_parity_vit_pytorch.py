@@ -8,10 +8,10 @@ import re
 
 import pytest
 import torch
+import vit_pytorch
 
 from vitlab.models import VisionTransformer, VisionTransformer1d, ViT1dConfig, ViTConfig
 
-vit_pytorch = pytest.importorskip("vit_pytorch")
 pytestmark = pytest.mark.parity
 
 RENAMES = [

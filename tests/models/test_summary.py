@@ -25,7 +25,8 @@ def test_rows_add_up_to_total() -> None:
 
 def test_torchsummary_count_matches_torchsummary() -> None:
     """torchsummary (the real package) leaves out parameters that are not called weight/bias."""
-    torchsummary = pytest.importorskip("torchsummary")
+    import torchsummary
+
     model = vitlab.create_model("vit_tiny_patch16_224", init_values=1e-5, reg_tokens=2, num_classes=10)
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
