@@ -22,11 +22,19 @@ _LAZY = {
     "VisionTransformer1d": "vitlab.models",
     "AttentionOutput": "vitlab.models",
     "UnknownModelError": "vitlab.models",
-    "create_model": "vitlab.models",
+    "create_model": "vitlab.weights",
     "get_config": "vitlab.models",
     "list_models": "vitlab.models",
     "summarize": "vitlab.models.summary",
     "count_params": "vitlab.models.summary",
+    "load_pretrained": "vitlab.weights",
+    "load_checkpoint": "vitlab.weights",
+    "save": "vitlab.weights",
+    "export_hf": "vitlab.weights",
+    "export_timm": "vitlab.weights",
+    "export_jax": "vitlab.weights",
+    "Preprocessing": "vitlab.weights",
+    "CheckpointError": "vitlab.weights",
 }
 
 __all__ = ["__version__", *_LAZY]

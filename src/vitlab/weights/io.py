@@ -1,0 +1,221 @@
+"""Reading and writing weight files safely.
+
+- safetensors is the default for everything vitlab writes: no code runs when it is read.
+- Pickles (``.pth``, ``.bin``) are read only with ``torch.load(weights_only=True)``; one that needs
+  anything else (a ``__reduce__`` payload, a custom class) is refused, and its code never runs.
+- Every write goes to a temporary file in the target directory and is renamed into place, so an
+  interrupted or failed write leaves any earlier file intact.
+- Every failure is a :class:`CheckpointError` that names the file and what is wrong with it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import pickle
+import tempfile
+import zipfile
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+FORMAT_VERSION = 1
+METADATA_KEY = "vitlab"
+
+
+class CheckpointError(ValueError):
+    """A weight file that cannot be used; the message names the file and the problem."""
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How images must be prepared for a set of weights (travels with them, as timm's pretrained_cfg).
+
+    Attributes:
+        input_size: ``(C, H, W)`` the model expects.
+        crop_pct: Resize the shorter side to ``size / crop_pct``, then centre-crop ``size``.
+        interpolation: Resize filter: ``bicubic``, ``bilinear`` or ``nearest``.
+        mean: Per-channel mean subtracted after scaling to [0, 1].
+        std: Per-channel standard deviation divided by.
+    """
+
+    input_size: tuple[int, int, int] = (3, 224, 224)
+    crop_pct: float = 0.9
+    interpolation: str = "bicubic"
+    mean: tuple[float, ...] = (0.5, 0.5, 0.5)
+    std: tuple[float, ...] = (0.5, 0.5, 0.5)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "input_size", tuple(int(v) for v in self.input_size))
+        object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
+        object.__setattr__(self, "std", tuple(float(v) for v in self.std))
+        c = self.input_size[0]
+        if len(self.input_size) != 3 or len(self.mean) != c or len(self.std) != c:
+            raise ValueError(f"preprocessing: input_size {self.input_size} does not match mean/std of {c} channels")
+        if not 0 < self.crop_pct <= 1:
+            raise ValueError(f"preprocessing: crop_pct must be in (0, 1], got {self.crop_pct}")
+        if self.interpolation not in ("bicubic", "bilinear", "nearest"):
+            raise ValueError(f"preprocessing: unknown interpolation {self.interpolation!r}")
+
+    @classmethod
+    def for_config(cls, cfg: Any, **changes: Any) -> Preprocessing:
+        """timm's ViT defaults (mean = std = 0.5, crop 0.9, bicubic) at the model's size and channels."""
+        c = cfg.in_chans
+        base = dict(input_size=(c, *cfg.img_size), mean=(0.5,) * c, std=(0.5,) * c)
+        return cls(**{**base, **changes})
+
+
+@dataclass
+class CheckpointMeta:
+    """What travels with vitlab weights besides the tensors."""
+
+    config: dict[str, Any]
+    preprocessing: Preprocessing
+    class_names: list[str] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "format_version": FORMAT_VERSION,
+                "config": self.config,
+                "preprocessing": asdict(self.preprocessing),
+                "class_names": self.class_names,
+                "extra": self.extra,
+            }
+        )
+
+    @classmethod
+    def from_json(cls, text: str, path: Path) -> CheckpointMeta:
+        try:
+            data = json.loads(text)
+            return cls(
+                config=data["config"],
+                preprocessing=Preprocessing(**data["preprocessing"]),
+                class_names=data.get("class_names"),
+                extra=data.get("extra") or {},
+            )
+        except (ValueError, KeyError, TypeError) as err:
+            raise CheckpointError(f"{path}: the vitlab metadata in this file is damaged ({err})") from None
+
+
+# ---------------------------------------------------------------------------------------------- writing
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; rename it onto ``path`` only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_safetensors(tensors: dict[str, torch.Tensor], path: str | os.PathLike, metadata: dict[str, str]) -> None:
+    """Write tensors (made contiguous, shared storage split) to ``path`` atomically."""
+    from safetensors.torch import save_file
+
+    clean = {
+        k: v.detach().contiguous().clone() if _shares_storage(v, tensors) else v.detach().contiguous()
+        for k, v in tensors.items()
+    }
+    with atomic_path(path) as tmp:
+        save_file(clean, str(tmp), metadata=metadata)
+
+
+def _shares_storage(t: torch.Tensor, tensors: dict[str, torch.Tensor]) -> bool:
+    ptr = t.untyped_storage().data_ptr()
+    return sum(o.untyped_storage().data_ptr() == ptr for o in tensors.values()) > 1
+
+
+def write_json(data: Any, path: str | os.PathLike) -> None:
+    """Write JSON atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2) + "\n")
+
+
+# ---------------------------------------------------------------------------------------------- reading
+
+
+def _check_file(path: Path) -> None:
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such file or directory")
+    if path.is_file() and path.stat().st_size == 0:
+        raise CheckpointError(f"{path}: the file is empty")
+
+
+def read_safetensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Tensors and header metadata of a safetensors file."""
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(path)
+    _check_file(path)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is not a dict)
+    except (SafetensorError, OSError, ValueError, RuntimeError) as err:
+        raise CheckpointError(
+            f"{path}: not a readable safetensors file, it may be truncated or corrupt ({err})"
+        ) from None
+    return tensors, metadata
+
+
+def read_pickle(path: str | os.PathLike) -> Any:
+    """Load a PyTorch pickle with ``weights_only=True``: tensors and plain containers only, no code."""
+    path = Path(path)
+    _check_file(path)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        first = str(err).strip().splitlines()
+        detail = next((line for line in first if "GLOBAL" in line or "Unsupported" in line), first[0] if first else "")
+        raise CheckpointError(
+            f"{path}: refused: this pickle needs to run code to load ({detail.strip()}). vitlab only loads "
+            "pickles that hold plain tensors (torch.load weights_only=True); re-save the weights as "
+            "safetensors with a tool you trust"
+        ) from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as err:
+        raise CheckpointError(
+            f"{path}: not a readable PyTorch checkpoint, it may be truncated or corrupt ({str(err).splitlines()[0]})"
+        ) from None
+
+
+def read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Arrays of a NumPy ``.npz`` (no pickled objects allowed)."""
+    path = Path(path)
+    _check_file(path)
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {k: data[k] for k in data.files}
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
+        raise CheckpointError(f"{path}: not a readable .npz archive, it may be truncated or corrupt ({err})") from None
+
+
+def read_json(path: str | os.PathLike) -> dict[str, Any]:
+    path = Path(path)
+    _check_file(path)
+    try:
+        data = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as err:
+        raise CheckpointError(f"{path}: not valid JSON ({err})") from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    return data
+
+
+def read_vitlab_meta(metadata: dict[str, str], path: Path) -> CheckpointMeta | None:
+    """The vitlab metadata of a safetensors header, or None if the file is not a vitlab file."""
+    text = metadata.get(METADATA_KEY)
+    return CheckpointMeta.from_json(text, path) if text else None

@@ -1,0 +1,288 @@
+"""Load any supported checkpoint into a vitlab model, and save vitlab's own format.
+
+    read (format given, or detected once from the content) -> convert to vitlab names
+      -> config (file's certain facts > named model > guesses) -> adapt (positions, head)
+      -> strict load -> report
+
+Formats: ``vitlab`` (safetensors + config/preprocessing metadata), ``timm`` (state dicts as
+.safetensors/.pth/.bin, wrapped or prefixed), ``deit`` (.pth, DeiT III LayerScale names), ``hf``
+(transformers directory), ``jax`` (.npz, original or big_vision), ``vit_pytorch`` (lucidrains' ViT).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..models import ViTConfig, VisionTransformer, get_config
+from . import hf, jax, timm, vit_pytorch
+from .adapt import LoadReport, adapt_pos_embed, load_into, strip_prefixes, unwrap
+from .io import (
+    METADATA_KEY,
+    CheckpointError,
+    CheckpointMeta,
+    Preprocessing,
+    read_npz,
+    read_pickle,
+    read_safetensors,
+    read_vitlab_meta,
+    write_safetensors,
+)
+
+FORMATS = ("vitlab", "timm", "deit", "hf", "jax", "vit_pytorch")
+_SAFETENSORS_SUFFIX = ".safetensors"
+
+
+@dataclass
+class Checkpoint:
+    """A checkpoint read and converted to vitlab names, before it meets a model."""
+
+    state_dict: dict[str, torch.Tensor]
+    format: str
+    report: LoadReport
+    certain: dict[str, Any] = field(default_factory=dict)  # config fields the file proves
+    assumed: dict[str, Any] = field(default_factory=dict)  # guesses a named model or override beats
+    meta: CheckpointMeta | None = None
+    preprocessing: Preprocessing | None = None
+    class_names: list[str] | None = None
+    interpolation: str = "bicubic"  # for resampling positions; JAX resizes bilinearly
+
+
+def _kind(path: Path) -> str:
+    """What the bytes are: ``dir``, ``safetensors``, ``zip`` (npz or torch), ``pickle`` or ``unknown``."""
+    if path.is_dir():
+        return "dir"
+    with open(path, "rb") as f:
+        head = f.read(16)
+    if head[:4] == b"PK\x03\x04":
+        return "zip"
+    if len(head) >= 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < 100_000_000:
+        return "safetensors"
+    if head[:1] == b"\x80":  # pickle protocol 2+
+        return "pickle"
+    return "unknown"
+
+
+def _classify(sd: dict[str, torch.Tensor]) -> tuple[str | None, list[str]]:
+    """Which state-dict format the keys belong to, with the reason each other format was ruled out."""
+    why = []
+    if vit_pytorch.looks_like(sd):
+        return "vit_pytorch", why
+    why.append("vit_pytorch: no to_patch_embedding.* / transformer.layers.* keys")
+    if any(k.endswith((".gamma_1", ".gamma_2")) for k in sd) or "dist_token" in sd:
+        return "deit", why
+    if "patch_embed.proj.weight" in sd:
+        return "timm", why
+    why.append("timm/deit: no patch_embed.proj.weight")
+    if any("embeddings.patch_embeddings" in k for k in sd):
+        why.append("hf: these are Hugging Face ViT weights without their config.json; pass the model directory")
+    return None, why
+
+
+def read_checkpoint(path: str | os.PathLike, format: str | None = None) -> Checkpoint:
+    """Read a checkpoint and convert it to vitlab names, detecting the format if not given.
+
+    Raises:
+        CheckpointError: unreadable, refused (unsafe pickle), or of no known/of another format; the
+            message names the file and, for detection, why each format did not fit.
+    """
+    path = Path(path)
+    if format is not None and format not in FORMATS:
+        raise CheckpointError(f"unknown checkpoint format {format!r}; choose from {', '.join(FORMATS)}")
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such file or directory")
+    if path.is_file() and path.stat().st_size == 0:
+        raise CheckpointError(f"{path}: the file is empty")
+    kind = _kind(path)
+    report = LoadReport(str(path), format or "?")
+
+    if kind == "dir":
+        if not hf.is_hf_dir(path):
+            raise CheckpointError(
+                f"{path}: a directory without config.json (only Hugging Face model directories are read)"
+            )
+        _expect(format, "hf", path, "a Hugging Face model directory")
+        report.format = "hf"
+        sd, fields, pre, names = hf.read(path, report)
+        return Checkpoint(sd, "hf", report, certain=fields, preprocessing=pre, class_names=names)
+
+    if kind == "zip" and path.suffix.lower() == ".npz" or format == "jax":
+        arrays = read_npz(path)
+        if jax.find_prefix(arrays) is None:
+            raise CheckpointError(f"{path}: an .npz without 'embedding/kernel': not a ViT in a JAX layout")
+        _expect(format, "jax", path, "a JAX .npz")
+        report.format = "jax"
+        sd, fields = jax.read(arrays, path, report)
+        return Checkpoint(sd, "jax", report, certain=fields, interpolation="bilinear")
+
+    if kind == "safetensors":
+        raw, metadata = read_safetensors(path)
+        meta = read_vitlab_meta(metadata, path)
+        if meta is not None and format in (None, "vitlab"):
+            report.format = "vitlab"
+            return Checkpoint(
+                raw, "vitlab", report, meta=meta, preprocessing=meta.preprocessing, class_names=meta.class_names
+            )
+        if format == "vitlab":
+            raise CheckpointError(f"{path}: a safetensors file without vitlab metadata; try --from timm")
+    elif kind in ("zip", "pickle"):
+        raw = read_pickle(path)
+    else:
+        raise CheckpointError(
+            f"{path}: not a checkpoint: tried vitlab/timm safetensors (no safetensors header), PyTorch pickle "
+            "(no zip or pickle signature), JAX .npz, Hugging Face directory"
+        )
+
+    sd = strip_prefixes(unwrap(raw, path, report), report)
+    detected, why = _classify(sd)
+    chosen = format or detected
+    if chosen is None:
+        raise CheckpointError(f"{path}: weights of no known ViT format ({'; '.join(why)})")
+    if format and detected and detected != format and not (format == "deit" and detected == "timm"):
+        raise CheckpointError(f"{path}: --from {format} was given, but the keys are those of {detected}")
+    report.format = chosen
+    if chosen == "vit_pytorch":
+        sd, certain, assumed = vit_pytorch.convert(sd, report)
+    else:
+        if chosen in ("deit", "timm"):
+            sd = timm.rename_deit(sd, report)
+        if "patch_embed.proj.weight" not in sd:
+            raise CheckpointError(f"{path}: --from {chosen}: no patch_embed.proj.weight ({'; '.join(why)})")
+        certain, assumed = timm.infer_fields(sd, report)
+    return Checkpoint(sd, chosen, report, certain=certain, assumed=assumed)
+
+
+def _expect(given: str | None, actual: str, path: Path, what: str) -> None:
+    if given is not None and given != actual:
+        raise CheckpointError(f"{path}: --from {given} was given, but this is {what} (format {actual})")
+
+
+@dataclass
+class Loaded:
+    """A model with what came with its weights."""
+
+    model: VisionTransformer
+    preprocessing: Preprocessing
+    class_names: list[str] | None
+    report: LoadReport
+    source_format: str
+
+
+def load_checkpoint(
+    path: str | os.PathLike,
+    *,
+    format: str | None = None,
+    model: str | ViTConfig | None = None,
+    img_size: int | tuple[int, int] | None = None,
+    num_classes: int | None = None,
+    **overrides: Any,
+) -> Loaded:
+    """Load weights of any supported format into a new vitlab model.
+
+    Args:
+        path: File or (Hugging Face) directory.
+        format: One of :data:`FORMATS`; detected from the content when None.
+        model: A named model or config to take what the weights do not record (the number of heads,
+            say) from. Facts the file records (shapes, HF's ``layer_norm_eps``) win over it.
+        img_size: Build for another input size; learned positions are resampled in 2-D.
+        num_classes: Build with a new zero-initialised head of this many classes.
+        **overrides: Any other config field (``num_heads=16``, ``drop_path_rate=0.1``).
+
+    Returns:
+        A :class:`Loaded` with the model in eval mode, its preprocessing and class names, and the report.
+
+    Raises:
+        CheckpointError: the file is unreadable, refused, of an unknown format, or does not fit (named).
+    """
+    ck = read_checkpoint(path, format)
+    fields: dict[str, Any] = dict(ck.assumed)
+    if ck.meta is not None:
+        fields.update(ck.meta.config)
+    if model is not None:
+        fields.update((get_config(model) if isinstance(model, str) else model).to_dict())
+    fields.update(ck.certain)
+    src = ViTConfig.from_dict(fields) if fields.get("num_heads") else None
+    fields.update(overrides)
+    if img_size is not None:
+        fields["img_size"] = img_size
+    if num_classes is not None:
+        fields["num_classes"] = num_classes
+    sd = ck.state_dict
+    if "head_dim" not in ck.certain and "head_dim" not in overrides and fields.get("num_heads"):
+        qkv = sd.get("blocks.0.attn.qkv.weight")
+        if qkv is not None and (qkv.shape[0] // 3) % fields["num_heads"] == 0:
+            fields["head_dim"] = qkv.shape[0] // 3 // fields["num_heads"]
+    if not fields.get("num_heads"):
+        raise CheckpointError(
+            f"{path}: the weights do not record the number of heads; pass model=NAME or num_heads=..."
+        )
+    try:
+        cfg = ViTConfig.from_dict(fields)
+        src = src or cfg
+    except ValueError as err:
+        raise CheckpointError(f"{path}: {err}") from None
+
+    sd = adapt_pos_embed(dict(sd), cfg, src.grid_size, ck.report, ck.interpolation)
+    src_classes = sd["head.weight"].shape[0] if "head.weight" in sd else 0
+    new_head = num_classes is not None and num_classes != src_classes
+    with torch.device("meta"):
+        net = VisionTransformer(cfg)
+    net.to_empty(device="cpu")  # every tensor is then overwritten by the strict load (or zeroed: a new head)
+    load_into(net, sd, ck.report, new_head=new_head)
+    net.eval()
+    pre = ck.preprocessing or Preprocessing.for_config(cfg)
+    if pre.input_size[1:] != cfg.img_size:
+        pre = Preprocessing(**{**pre.__dict__, "input_size": (pre.input_size[0], *cfg.img_size)})
+    names = None if new_head else ck.class_names
+    net.preprocessing, net.class_names = pre, names  # travel with the model (predict, save)
+    return Loaded(net, pre, names, ck.report, ck.format)
+
+
+def load_pretrained(path: str | os.PathLike, **kwargs: Any) -> VisionTransformer:
+    """Like :func:`load_checkpoint`, returning only the model (with ``.preprocessing`` and ``.class_names``)."""
+    return load_checkpoint(path, **kwargs).model
+
+
+def save(
+    model: VisionTransformer,
+    path: str | os.PathLike,
+    preprocessing: Preprocessing | None = None,
+    class_names: list[str] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Save in vitlab's format: one ``.safetensors`` file with the config, preprocessing and class names.
+
+    The file alone rebuilds the model (``vitlab.load_pretrained(path)``). Written atomically.
+    """
+    path = Path(path)
+    if path.suffix != _SAFETENSORS_SUFFIX:
+        raise ValueError(f"{path}: vitlab checkpoints are .safetensors files")
+    pre = preprocessing or getattr(model, "preprocessing", None) or Preprocessing.for_config(model.cfg)
+    names = class_names if class_names is not None else getattr(model, "class_names", None)
+    if names is not None and len(names) != model.cfg.num_classes:
+        raise ValueError(f"{len(names)} class names for a model with {model.cfg.num_classes} classes")
+    meta = CheckpointMeta(model.cfg.to_dict(), pre, list(names) if names else None, extra or {})
+    write_safetensors(model.state_dict(), path, {METADATA_KEY: meta.to_json(), "format": "pt"})
+    return path
+
+
+def export_timm(model: VisionTransformer, path: str | os.PathLike) -> dict[str, Any]:
+    """Write a state dict that timm's ``VisionTransformer(**kwargs)`` loads strictly; returns those kwargs.
+
+    ``.safetensors`` (default) or ``.pth``/``.bin`` (a plain pickle of tensors). Written atomically.
+    """
+    kwargs = timm.timm_kwargs(model.cfg)
+    path = Path(path)
+    sd = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    if path.suffix in (".pth", ".pt", ".bin"):
+        from .io import atomic_path
+
+        with atomic_path(path) as tmp:
+            torch.save(sd, tmp)
+    else:
+        write_safetensors(sd, path, {"format": "pt"})
+    return kwargs
