@@ -8,14 +8,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..models import ViTConfig, VisionTransformer
+from ..models import VisionTransformer, ViTConfig
 from ..models import create_model as _create_model
 from .adapt import LoadReport
 from .hf import export as export_hf
 from .io import CheckpointError, Preprocessing
 from .jax import write as export_jax
-from .loader import FORMATS, Loaded, load_checkpoint, load_pretrained, read_checkpoint, save
-from .loader import export_timm
+from .loader import FORMATS, Loaded, export_timm, load_checkpoint, load_pretrained, read_checkpoint, save
 
 __all__ = [
     "FORMATS",

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from ..layers import resample_abs_pos_embed, resample_grid
-from ..models import ViTConfig, VisionTransformer
+from ..models import VisionTransformer, ViTConfig
 from .io import CheckpointError
 
 log = logging.getLogger(__name__)

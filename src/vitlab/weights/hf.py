@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from ..models import ViTConfig, VisionTransformer
+from ..models import VisionTransformer, ViTConfig
 from .adapt import LoadReport
 from .io import CheckpointError, Preprocessing, atomic_path, read_json, read_pickle, read_safetensors, write_json
 
@@ -199,7 +199,7 @@ def export(
     preprocessing: Preprocessing | None = None,
     class_names: list[str] | None = None,
 ) -> Path:
-    """Write ``model`` as a Hugging Face directory (``config.json``, ``model.safetensors``, ``preprocessor_config.json``).
+    """Write ``model`` as a Hugging Face directory: config.json, model.safetensors, preprocessor_config.json.
 
     A model with a head becomes ``ViTForImageClassification``; one without, ``ViTModel`` (with its
     pooler if the model has a D-wide pre-logits layer). Every file is written atomically.

@@ -95,7 +95,7 @@ def read(w: dict[str, np.ndarray], path: Path, report: LoadReport) -> tuple[dict
     q_kernel = get(f"Transformer/{'encoderblock' if scanned else 'encoderblock_0'}/{mha}/query/kernel")
     heads, head_dim = q_kernel.shape[-2:]
     for i in range(depth):
-        base, idx = (f"Transformer/encoderblock/", i) if scanned else (f"Transformer/encoderblock_{i}/", None)
+        base, idx = ("Transformer/encoderblock/", i) if scanned else (f"Transformer/encoderblock_{i}/", None)
         blk = f"blocks.{i}."
         sd[blk + "norm1.weight"] = get(base + "LayerNorm_0/scale", idx)
         sd[blk + "norm1.bias"] = get(base + "LayerNorm_0/bias", idx)
@@ -268,6 +268,5 @@ def write(
     if cfg.num_classes:
         out["head/kernel"] = n["head.weight"].T
         out["head/bias"] = n["head.bias"]
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
-            np.savez(f, **{prefix + k: np.ascontiguousarray(v) for k, v in out.items()})
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, **{prefix + k: np.ascontiguousarray(v) for k, v in out.items()})

@@ -12,13 +12,14 @@ Formats: ``vitlab`` (safetensors + config/preprocessing metadata), ``timm`` (sta
 from __future__ import annotations
 
 import os
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from ..models import ViTConfig, VisionTransformer, get_config
+from ..models import VisionTransformer, ViTConfig, get_config
 from . import hf, jax, timm, vit_pytorch
 from .adapt import LoadReport, adapt_pos_embed, load_into, strip_prefixes, unwrap
 from .io import (
@@ -53,13 +54,18 @@ class Checkpoint:
 
 
 def _kind(path: Path) -> str:
-    """What the bytes are: ``dir``, ``safetensors``, ``zip`` (npz or torch), ``pickle`` or ``unknown``."""
+    """What the bytes are: ``dir``, ``npz``, ``safetensors``, ``zip`` (torch.save), ``pickle`` or ``unknown``."""
     if path.is_dir():
         return "dir"
     with open(path, "rb") as f:
         head = f.read(16)
     if head[:4] == b"PK\x03\x04":
-        return "zip"
+        try:  # an .npz holds .npy members; a torch.save zip holds data.pkl
+            with zipfile.ZipFile(path) as z:
+                names = z.namelist()
+        except zipfile.BadZipFile:
+            return "zip"
+        return "npz" if names and all(n.endswith(".npy") for n in names) else "zip"
     if len(head) >= 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < 100_000_000:
         return "safetensors"
     if head[:1] == b"\x80":  # pickle protocol 2+
@@ -110,7 +116,7 @@ def read_checkpoint(path: str | os.PathLike, format: str | None = None) -> Check
         sd, fields, pre, names = hf.read(path, report)
         return Checkpoint(sd, "hf", report, certain=fields, preprocessing=pre, class_names=names)
 
-    if kind == "zip" and path.suffix.lower() == ".npz" or format == "jax":
+    if kind == "npz" or format == "jax":
         arrays = read_npz(path)
         if jax.find_prefix(arrays) is None:
             raise CheckpointError(f"{path}: an .npz without 'embedding/kernel': not a ViT in a JAX layout")
