@@ -11,9 +11,9 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from . import models, summary
+from . import convert, models, summary
 
-COMMANDS = (models, summary)
+COMMANDS = (models, summary, convert)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,7 +40,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return args.run(args)
-    except (ValueError, FileNotFoundError, IsADirectoryError, PermissionError) as err:
+    except (ValueError, OSError) as err:  # CheckpointError is a ValueError
         print(f"vitlab {args.command}: error: {err}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # `vitlab models | head`
