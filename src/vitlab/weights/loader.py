@@ -218,6 +218,10 @@ def load_checkpoint(
     if num_classes is not None:
         fields["num_classes"] = num_classes
     sd = ck.state_dict
+    # LayerScale: the file proves whether it is there; its initial value only matters for re-initialising.
+    has_ls = "blocks.0.ls1.gamma" in sd
+    if has_ls != bool(fields.get("init_values")) and "init_values" not in overrides:
+        fields["init_values"] = (fields.get("init_values") or 1e-5) if has_ls else None
     if "head_dim" not in ck.certain and "head_dim" not in overrides and fields.get("num_heads"):
         qkv = sd.get("blocks.0.attn.qkv.weight")
         if qkv is not None and (qkv.shape[0] // 3) % fields["num_heads"] == 0:

@@ -62,6 +62,18 @@ def convert(
     else:
         out["cls_token"] = out["cls_token"].reshape(1, 1, -1)  # (1, D) or (D,) -> (1, 1, D)
     out["pos_embed"] = out["pos_embed"].reshape(1, -1, out["pos_embed"].shape[-1])
+    # With one head of width D, vit-pytorch drops the output projection (to_out = Identity); an identity
+    # matrix and a zero bias reproduce that exactly.
+    identity = 0
+    for key in [k for k in out if k.endswith(".attn.qkv.weight")]:
+        proj = key.replace("qkv.weight", "proj.weight")
+        if proj not in out:
+            D = out[key].shape[1]
+            out[proj] = torch.eye(D, dtype=out[key].dtype)
+            out[proj.replace("weight", "bias")] = torch.zeros(D, dtype=out[key].dtype)
+            identity += 1
+    if identity:
+        report.note(f"{identity} blocks without an output projection (one head of width D): identity used")
     # Old layout: the LayerNorm sits in the head, after pooling. For a class token it is the same as a
     # final per-token norm; a mean-pooled old model would need it after the mean (fc_norm).
     if "final_ln.weight" in out:
