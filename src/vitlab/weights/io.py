@@ -181,6 +181,8 @@ def read_pickle(path: str | os.PathLike) -> Any:
     except pickle.UnpicklingError as err:
         first = str(err).strip().splitlines()
         detail = next((line for line in first if "GLOBAL" in line or "Unsupported" in line), first[0] if first else "")
+        # keep what was refused, drop torch's advice on how to allow it
+        detail = detail.split(" Please use")[0].replace("WeightsUnpickler error: ", "").strip().rstrip(".")
         raise CheckpointError(
             f"{path}: refused: this pickle needs to run code to load ({detail.strip()}). vitlab only loads "
             "pickles that hold plain tensors (torch.load weights_only=True); re-save the weights as "

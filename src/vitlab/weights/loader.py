@@ -210,6 +210,10 @@ def load_checkpoint(
         fields.update(ck.meta.config)
     if model is not None:
         fields.update((get_config(model) if isinstance(model, str) else model).to_dict())
+        if "num_heads" in ck.assumed:  # the named model settles what the weights could not tell
+            ck.report.notes[:] = [n for n in ck.report.notes if not n.startswith("num_heads=")]
+            source = model if isinstance(model, str) else "the given config"
+            ck.report.note(f"num_heads={fields['num_heads']} from {source} (the weights do not record it)")
     fields.update(ck.certain)
     src = ViTConfig.from_dict(fields) if fields.get("num_heads") else None
     fields.update(overrides)
