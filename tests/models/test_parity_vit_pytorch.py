@@ -1,52 +1,23 @@
 """lucidrains' vit-pytorch models are representable exactly: its ViT and vit_1d, with their patch
-LayerNorms, bias-free q/k/v and ``dim_head``, give the same outputs as vitlab models built with the
-matching options and the same weights (renamed key by key below)."""
+LayerNorms, bias-free q/k/v and ``dim_head``, give the same outputs as vitlab models built by hand with
+the matching options and the same weights (keys renamed by vitlab.weights.vit_pytorch.rename)."""
 
 from __future__ import annotations
-
-import re
 
 import pytest
 import torch
 import vit_pytorch
 
 from vitlab.models import VisionTransformer, VisionTransformer1d, ViT1dConfig, ViTConfig
+from vitlab.weights import vit_pytorch as vit_pytorch_weights
+from vitlab.weights.adapt import LoadReport
 
 pytestmark = pytest.mark.parity
 
-RENAMES = [
-    (r"^to_patch_embedding\.1\.", "patch_embed.norm_in."),
-    (r"^to_patch_embedding\.2\.", "patch_embed.proj."),
-    (r"^to_patch_embedding\.3\.", "patch_embed.norm_out."),
-    (r"^transformer\.layers\.(\d+)\.0\.norm\.", r"blocks.\1.norm1."),
-    (r"^transformer\.layers\.(\d+)\.0\.to_qkv\.", r"blocks.\1.attn.qkv."),
-    (r"^transformer\.layers\.(\d+)\.0\.to_out\.0\.", r"blocks.\1.attn.proj."),
-    (r"^transformer\.layers\.(\d+)\.1\.net\.0\.", r"blocks.\1.norm2."),
-    (r"^transformer\.layers\.(\d+)\.1\.net\.1\.", r"blocks.\1.mlp.fc1."),
-    (r"^transformer\.layers\.(\d+)\.1\.net\.4\.", r"blocks.\1.mlp.fc2."),
-    (r"^transformer\.norm\.", "norm."),
-    (r"^mlp_head\.0\.", "norm."),  # vit_1d: LayerNorm inside the head, per token = a final norm
-    (r"^mlp_head\.1\.", "head."),
-    (r"^mlp_head\.", "head."),
-    (r"^pos_embedding$", "pos_embed"),
-]
-
 
 def rename(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    out = {}
-    for key, value in sd.items():
-        if value.numel() == 0:  # mean-pooled vit-pytorch keeps an empty (0, D) cls_token
-            continue
-        for pattern, repl in RENAMES:
-            key, n = re.subn(pattern, repl, key)
-            if n:
-                break
-        if key == "cls_token":
-            value = value.reshape(1, 1, -1)  # (1, D) or (D,) -> (1, 1, D)
-        if key == "pos_embed":
-            value = value.reshape(1, -1, value.shape[-1])
-        out[key] = value
-    return out
+    """vit-pytorch names -> vitlab names (key renames only; the config is built by hand below)."""
+    return vit_pytorch_weights.rename(sd, LoadReport("test", "vit_pytorch"))
 
 
 @pytest.mark.parametrize("pool", ["cls", "mean"])

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from ._common import add_img_size, img_size
+
 TARGETS = ("vitlab", "hf", "timm", "jax")
 
 
@@ -22,7 +24,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--to", dest="dst_format", required=True, choices=TARGETS, help="output format")
     p.add_argument("--out", required=True, help="output file (.safetensors, .pth or .npz) or directory (hf)")
     p.add_argument("--model", default=None, help="named model for what the weights do not record (e.g. heads)")
-    p.add_argument("--img-size", type=int, nargs="+", metavar="N", help="new input size: N or H W")
+    add_img_size(p, help="new input size: N or H W (positions resampled)")
     p.add_argument("--num-classes", type=int, default=None, help="new classifier size (zero-initialised head)")
     p.add_argument("--num-heads", type=int, default=None, help="number of attention heads, if not recorded")
     p.add_argument("--jax-layout", default="original", choices=("original", "big_vision"), help="layout for --to jax")
@@ -38,16 +40,12 @@ def run(args: argparse.Namespace) -> int:
     overrides = {}
     if args.num_heads is not None:
         overrides["num_heads"] = args.num_heads
-    img_size = None
-    if args.img_size:
-        if len(args.img_size) > 2:
-            raise ValueError(f"--img-size takes N or H W, got {len(args.img_size)} numbers")
-        img_size = tuple(args.img_size) if len(args.img_size) == 2 else args.img_size[0]
+    size = img_size(args.img_size)
     loaded = load_checkpoint(
         args.src,
         format=args.src_format,
         model=args.model,
-        img_size=img_size,
+        img_size=size,
         num_classes=args.num_classes,
         **overrides,
     )
@@ -57,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
         f"model: D={cfg.embed_dim} depth={cfg.depth} heads={cfg.num_heads} patch={cfg.patch_size} "
         f"img={cfg.img_size[0]}x{cfg.img_size[1]} classes={cfg.num_classes} pool={cfg.global_pool!r}"
     )
-    adapted = args.num_classes is not None or img_size is not None
+    adapted = args.num_classes is not None or size is not None
     checks = []
     if not adapted and loaded.source_format == "hf":
         checks.append(against_hf(model, Path(args.src), "source (transformers) vs vitlab"))

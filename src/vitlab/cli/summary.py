@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from ._common import add_img_size, img_size
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -16,7 +18,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         ),
     )
     p.add_argument("model", help="a name from `vitlab models`")
-    p.add_argument("--img-size", type=int, nargs="+", metavar="N", help="input size: N (square) or H W")
+    add_img_size(p)
     p.add_argument("--num-classes", type=int, help="classifier outputs (0 for no head)")
     p.add_argument("--in-chans", type=int, help="input channels")
     p.add_argument("--depth", type=int, default=None, help="fold modules deeper than this level (2 shows blocks)")
@@ -29,9 +31,7 @@ def run(args: argparse.Namespace) -> int:
 
     overrides = {}
     if args.img_size:
-        if len(args.img_size) > 2:
-            raise ValueError(f"--img-size takes N or H W, got {len(args.img_size)} numbers")
-        overrides["img_size"] = tuple(args.img_size) if len(args.img_size) == 2 else args.img_size[0]
+        overrides["img_size"] = img_size(args.img_size)
     if args.num_classes is not None:
         overrides["num_classes"] = args.num_classes
     if args.in_chans is not None:

@@ -42,10 +42,8 @@ def looks_like(sd: dict[str, torch.Tensor]) -> bool:
     return any(k.startswith("to_patch_embedding.") for k in sd) and any(k.startswith("transformer.layers.") for k in sd)
 
 
-def convert(
-    sd: dict[str, torch.Tensor], report: LoadReport
-) -> tuple[dict[str, torch.Tensor], dict[str, Any], dict[str, Any]]:
-    """vit-pytorch ``ViT`` -> (vitlab state dict, certain fields, assumed fields)."""
+def rename(sd: dict[str, torch.Tensor], report: LoadReport) -> dict[str, torch.Tensor]:
+    """vit-pytorch keys and layouts -> vitlab's (also right for ``vit_1d``, whose keys are the same)."""
     out: dict[str, torch.Tensor] = {}
     for key, value in sd.items():
         for pattern, repl in _RENAMES:
@@ -55,11 +53,10 @@ def convert(
         else:
             raise CheckpointError(f"unexpected tensor {key!r} for a vit-pytorch ViT")
         out[new] = value
-    mean_pool = "cls_token" in out and out["cls_token"].numel() == 0
-    if mean_pool or "cls_token" not in out:
-        out.pop("cls_token", None)
+    if "cls_token" in out and out["cls_token"].numel() == 0:
+        del out["cls_token"]  # a mean-pooled model of the current version keeps an empty (0, D) token
         report.note("no class token (empty cls_token): mean pooling over the normalised tokens")
-    else:
+    elif "cls_token" in out:
         out["cls_token"] = out["cls_token"].reshape(1, 1, -1)  # (1, D) or (D,) -> (1, 1, D)
     out["pos_embed"] = out["pos_embed"].reshape(1, -1, out["pos_embed"].shape[-1])
     # With one head of width D, vit-pytorch drops the output projection (to_out = Identity); an identity
@@ -83,8 +80,22 @@ def convert(
             )
         out["norm.weight"], out["norm.bias"] = out.pop("final_ln.weight"), out.pop("final_ln.bias")
         report.note("older vit-pytorch layout: the head's LayerNorm used as the final norm")
+    return out
+
+
+def convert(
+    sd: dict[str, torch.Tensor], report: LoadReport
+) -> tuple[dict[str, torch.Tensor], dict[str, Any], dict[str, Any]]:
+    """vit-pytorch ``ViT`` -> (vitlab state dict, certain fields, assumed fields)."""
+    mean_pool = "cls_token" not in sd or sd["cls_token"].numel() == 0
+    out = rename(sd, report)
     certain, assumed = infer_fields(out, report)
     certain.update(qkv_bias=False, norm_eps=1e-5, fc_norm=False)
+    if "cls_token" in sd and sd["cls_token"].ndim == 3:
+        report.note(
+            "older vit-pytorch layout: class-token pooling assumed (its pool setting is not saved; "
+            "pool='mean' there averaged over the class token too, which vitlab does not reproduce)"
+        )
     if mean_pool:
         certain["global_pool"] = "avg"
     if "num_heads" in assumed:

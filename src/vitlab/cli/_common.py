@@ -1,0 +1,18 @@
+"""Argument helpers shared by subcommands (no heavy imports here)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_img_size(parser: argparse.ArgumentParser, help: str = "input size: N (square) or H W") -> None:
+    parser.add_argument("--img-size", type=int, nargs="+", metavar="N", help=help)
+
+
+def img_size(values: list[int] | None) -> int | tuple[int, int] | None:
+    """``--img-size N`` -> N, ``--img-size H W`` -> (H, W); more numbers are an error."""
+    if not values:
+        return None
+    if len(values) > 2:
+        raise ValueError(f"--img-size takes N or H W, got {len(values)} numbers")
+    return (values[0], values[1]) if len(values) == 2 else values[0]
