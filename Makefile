@@ -8,6 +8,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 TORCH  ?= torch==2.14.1 torchvision==0.29.1
 STAMP  := $(VENV)/.vitlab-installed
+DATA   ?= ../shared/data
 
 .PHONY: demo test test-all lint format clean
 
@@ -20,6 +21,7 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/vitlab models
 	$(VENV)/bin/vitlab summary vit_base_patch16_224 --depth 2
+	$(VENV)/bin/vitlab predict $(DATA)/photos --model vit_tiny_patch16_224 --topk 3
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks

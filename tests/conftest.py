@@ -2,8 +2,18 @@
 
 from __future__ import annotations
 
+import io
+import os
+from pathlib import Path
+
+import numpy as np
 import pytest
 import torch
+from PIL import Image
+
+# The bundled data lives beside the project (../shared/data); VITLAB_DATA_DIR points elsewhere.
+DATA = Path(os.environ.get("VITLAB_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data"))
+PHOTOS = DATA / "photos"
 
 
 @pytest.fixture(autouse=True)
@@ -18,3 +28,37 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def photos() -> Path:
+    """The bundled CC0 photos (../shared/data/photos); the suite needs them."""
+    assert PHOTOS.is_dir(), f"{PHOTOS} is missing: the tests read the bundled photos (set VITLAB_DATA_DIR)"
+    return PHOTOS
+
+
+@pytest.fixture
+def messy_folder(tmp_path: Path, photos: Path) -> Path:
+    """One good image and every kind of awkward or broken file the predict issue lists."""
+    cat = Image.open(photos / "chelsea.png").convert("RGB")  # 451 x 300
+    d = tmp_path / "messy"
+    d.mkdir()
+    cat.save(d / "good.jpg", quality=95)
+    data = (d / "good.jpg").read_bytes()
+    (d / "truncated.jpg").write_bytes(data[: len(data) // 2])
+    (d / "empty.jpg").write_bytes(b"")
+    (d / "notes.png").write_text("this is not a picture\n")
+    cat.convert("CMYK").save(d / "cmyk.jpg")
+    gray16 = (np.asarray(cat.convert("L"), dtype=np.uint16) * 257).astype(np.uint16)
+    Image.fromarray(gray16).save(d / "gray16.png")
+    assert Image.open(d / "gray16.png").mode.startswith("I")
+    rgba = cat.convert("RGBA")
+    rgba.putalpha(128)
+    rgba.save(d / "rgba.png")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90 degrees clockwise to display
+    cat.transpose(Image.Transpose.ROTATE_90).save(d / "exif_rotated.jpg", exif=exif, quality=95)
+    buf = io.BytesIO()
+    cat.save(buf, format="GIF")
+    (d / "anim.gif").write_bytes(buf.getvalue())
+    return d

@@ -35,6 +35,8 @@ _LAZY = {
     "export_jax": "vitlab.weights",
     "Preprocessing": "vitlab.weights",
     "CheckpointError": "vitlab.weights",
+    "Predictor": "vitlab.infer",
+    "Prediction": "vitlab.infer",
 }
 
 __all__ = ["__version__", *_LAZY]

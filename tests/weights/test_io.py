@@ -87,7 +87,7 @@ def test_state_dict_of_another_model_is_explained(tmp_path: Path) -> None:
 
 def test_readers_name_the_file(tmp_path: Path) -> None:
     junk = tmp_path / "junk.bin"
-    junk.write_bytes(b"\x80\x04garbage")
+    junk.write_bytes(b"\x80\x02garbage")
     with pytest.raises(CheckpointError, match=re.escape(str(junk))):
         read_pickle(junk)
     with pytest.raises(CheckpointError, match=re.escape(str(junk))):

@@ -11,9 +11,9 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from . import convert, models, summary
+from . import convert, models, predict, summary
 
-COMMANDS = (models, summary, convert)
+COMMANDS = (models, summary, convert, predict)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,99 @@
+"""``vitlab predict INPUT... --model CKPT_OR_NAME``: top-k classes for image files, streamed as they finish."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "predict",
+        help="classify image files, directories or globs",
+        description=(
+            "Classify images with the preprocessing the weights were trained with. INPUT is image files, "
+            "directories (searched recursively) or glob patterns. A file that cannot be read is reported by "
+            "name on stderr and the others are still predicted; the exit status is 1 if any input failed."
+        ),
+    )
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image file, directory or glob")
+    p.add_argument(
+        "--model", required=True, help="checkpoint (any format vitlab reads) or a model name (random weights)"
+    )
+    p.add_argument("--topk", type=int, default=5, help="classes per image (default 5)")
+    p.add_argument("--batch-size", type=int, default=16, help="images per forward pass (default 16)")
+    p.add_argument("--workers", type=int, default=0, help="DataLoader processes decoding images (default 0)")
+    p.add_argument("--format", default="text", choices=("text", "json", "jsonl", "csv"), help="output format")
+    p.add_argument("--out", default=None, help="write results here (streamed) instead of stdout")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--precision", default="fp32", choices=("fp32", "bf16"), help="inference precision")
+    p.add_argument("--strict", action="store_true", help="stop at the first input that cannot be read")
+    p.add_argument("--verbose", action="store_true", help="print the model and its preprocessing to stderr")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import logging
+    import time
+    from pathlib import Path
+
+    from tqdm import tqdm
+
+    from ..data import find_images
+    from ..infer import PredictionWriter, Predictor
+
+    if args.topk < 1:
+        raise ValueError(f"--topk must be >= 1, got {args.topk}")
+    logging.basicConfig(level=logging.WARNING, format="vitlab predict: %(message)s")
+    paths, problems = find_images(args.inputs)
+    for line in problems:
+        print(f"vitlab predict: {line}", file=sys.stderr)
+    if problems and args.strict:
+        return 1
+    if not paths:
+        raise ValueError("no images to predict")
+    predictor = Predictor.from_pretrained(args.model, device=args.device, precision=args.precision)
+    if args.verbose:
+        c, pre = predictor.model.cfg, predictor.preprocessing
+        _, h, w = pre.input_size
+        print(
+            f"model: {args.model} (D={c.embed_dim}, depth={c.depth}, heads={c.num_heads}, patch={c.patch_size}, "
+            f"{c.num_classes} classes)",
+            f"preprocessing: resize shorter side to {int(h / pre.crop_pct)} ({pre.interpolation}), centre crop "
+            f"{h}x{w}, {predictor.mode}, mean {pre.mean}, std {pre.std}; {args.precision} on {args.device}",
+            sep="\n",
+            file=sys.stderr,
+        )
+    topk = min(args.topk, predictor.model.cfg.num_classes)
+    failed = 0
+    start = time.perf_counter()
+
+    def predict_all(stream) -> None:
+        nonlocal failed
+        results = predictor.predict_files(paths, topk, args.batch_size, args.workers)
+        bar = tqdm(results, total=len(paths), unit="img", disable=None, file=sys.stderr)
+        with PredictionWriter(stream, args.format, topk) as writer:
+            for result in bar:
+                writer.write(result)
+                if result.error:
+                    failed += 1
+                    bar.write(f"vitlab predict: {result.error}", file=sys.stderr)
+                    if args.strict:
+                        break
+
+    if args.out:
+        # Results go straight to the final path, record by record: an interrupted run keeps what it finished.
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with open(out, "w", encoding="utf-8", newline="") as stream:
+            predict_all(stream)
+    else:
+        predict_all(sys.stdout)
+    seconds = time.perf_counter() - start
+    done = len(paths) - failed
+    print(
+        f"vitlab predict: {done} of {len(paths)} images in {seconds:.1f} s ({done / max(seconds, 1e-9):.1f} img/s)"
+        + (f"; {failed + len(problems)} inputs failed" if failed or problems else ""),
+        file=sys.stderr,
+    )
+    return 1 if failed or problems else 0

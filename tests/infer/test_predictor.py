@@ -1,0 +1,122 @@
+"""The Predictor against timm's own pipeline, on every input type, and on broken files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import timm
+import torch
+from PIL import Image
+from timm.data import create_transform, resolve_data_config
+
+import vitlab
+from vitlab.data import ImageError
+from vitlab.infer import Predictor
+
+
+@pytest.fixture(scope="module")
+def tiny() -> Predictor:
+    torch.manual_seed(0)
+    return Predictor(vitlab.create_model("vit_tiny_patch16_224"))
+
+
+@pytest.mark.parity
+def test_same_top5_as_timm_pipeline(tiny: Predictor, photos: Path) -> None:
+    """vitlab's preprocessing + model vs timm's resolve_data_config + create_transform + model, same weights."""
+    ref = timm.create_model("vit_tiny_patch16_224").eval()
+    ref.load_state_dict(tiny.model.state_dict())
+    transform = create_transform(**resolve_data_config({}, model=ref))
+    files = sorted(photos.iterdir())
+    assert len(files) == 6
+    for f in files:
+        x = transform(Image.open(f).convert("RGB"))
+        torch.testing.assert_close(tiny.preprocess(f), x, rtol=0, atol=1e-6)
+        with torch.no_grad():
+            expected = ref(x[None]).softmax(-1)[0].topk(5)
+        got = tiny(f)[0]
+        assert got.indices == expected.indices.tolist(), f.name
+        np.testing.assert_allclose(got.probs, expected.values.numpy(), atol=1e-6)
+
+
+def test_input_types_agree(tiny: Predictor, photos: Path) -> None:
+    path = photos / "chelsea.png"
+    pil = Image.open(path).convert("RGB")
+    arr = np.array(pil)
+    tensor = torch.from_numpy(arr).permute(2, 0, 1)
+    results = tiny([path, str(path), pil, arr, tensor, tensor.float() / 255, arr.astype(np.float32) / 255])
+    assert len(results) == 7
+    for r in results[1:]:
+        assert r.indices == results[0].indices
+        np.testing.assert_allclose(r.probs, results[0].probs, atol=1e-5)
+    assert results[0].source == str(path) and results[2].source == "<image 2>"
+    batch = np.stack([arr, arr])
+    assert [r.indices for r in tiny(batch)] == [results[0].indices] * 2
+    assert len(tiny(pil, topk=3)[0].labels) == 3
+
+
+def test_labels(tiny: Predictor) -> None:
+    assert tiny.class_names[281] == "tabby, tabby cat"  # ImageNet names for 1000 classes
+    small = Predictor(vitlab.create_model("vit_tiny_patch4_32", depth=1))
+    assert small.class_names[3] == "class_3"
+    named = Predictor(vitlab.create_model("vit_tiny_patch4_32", depth=1), class_names=list("abcdefghij"))
+    assert named(np.zeros((32, 32, 3), np.uint8))[0].labels[0] in "abcdefghij"
+    with pytest.raises(ValueError, match="2 class names"):
+        Predictor(vitlab.create_model("vit_tiny_patch4_32", depth=1), class_names=["a", "b"])
+
+
+def test_one_channel_model_gets_one_channel(photos: Path) -> None:
+    mnist = Predictor(vitlab.create_model("vit_tiny_patch7_28", depth=1))
+    assert mnist.mode == "L"
+    x = mnist.preprocess(photos / "chelsea.png")
+    assert x.shape == (1, 28, 28)
+    assert len(mnist(photos / "chelsea.png")[0].labels) == 5
+
+
+def test_checkpoint_preprocessing_is_used(tmp_path: Path, photos: Path) -> None:
+    model = vitlab.create_model("vit_tiny_patch4_32", depth=1)
+    pre = vitlab.Preprocessing(
+        input_size=(3, 32, 32), crop_pct=1.0, interpolation="bilinear", mean=(0.4,) * 3, std=(0.2,) * 3
+    )
+    vitlab.save(model, tmp_path / "m.safetensors", preprocessing=pre, class_names=[f"c{i}" for i in range(10)])
+    p = Predictor.from_pretrained(tmp_path / "m.safetensors")
+    assert p.preprocessing == pre and p.class_names[0] == "c0"
+    img = Image.open(photos / "coffee.png").convert("RGB").resize((32, 32), Image.Resampling.BILINEAR)
+    expected = (torch.from_numpy(np.array(img)).permute(2, 0, 1).float() / 255 - 0.4) / 0.2
+    torch.testing.assert_close(p.preprocess(img), expected, rtol=0, atol=1e-5)
+
+
+def test_predict_files_reports_bad_files_and_keeps_going(tiny: Predictor, messy_folder: Path) -> None:
+    paths = sorted(messy_folder.iterdir())
+    results = {Path(r.source).name: r for r in tiny.predict_files(paths, batch_size=3, workers=2)}
+    assert set(results) == {p.name for p in paths}
+    bad = {n for n, r in results.items() if r.error}
+    assert bad == {"truncated.jpg", "empty.jpg", "notes.png"}
+    assert "truncated or corrupt" in results["truncated.jpg"].error and "notes.png" in results["notes.png"].error
+    # EXIF rotation honoured: the rotated file predicts like the upright one
+    assert results["exif_rotated.jpg"].indices == results["good.jpg"].indices
+    # streaming order is the input order
+    assert [Path(r.source).name for r in tiny.predict_files(paths, batch_size=2)] == [p.name for p in paths]
+
+
+def test_call_raises_on_a_bad_file(tiny: Predictor, messy_folder: Path) -> None:
+    with pytest.raises(ImageError, match="empty file"):
+        tiny(messy_folder / "empty.jpg")
+
+
+def test_bf16_agrees_with_fp32(tiny: Predictor, photos: Path) -> None:
+    model = vitlab.create_model("vit_tiny_patch16_224", depth=2)
+    fp32, bf16 = Predictor(model), Predictor(model, precision="bf16")
+    a, b = fp32(photos / "rocket.jpg")[0], bf16(photos / "rocket.jpg")[0]
+    np.testing.assert_allclose(a.probs[0], b.probs[0], rtol=0.05)
+
+
+def test_from_pretrained_errors(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="did you mean vit_tiny_patch16_224"):
+        Predictor.from_pretrained("vit_tiny_patch16_244")
+    with pytest.raises(ValueError, match="precision"):
+        Predictor(vitlab.create_model("vit_tiny_patch4_32", depth=1), precision="fp8")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA device"):
+            Predictor(vitlab.create_model("vit_tiny_patch4_32", depth=1), device="cuda")
