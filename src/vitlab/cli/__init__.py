@@ -11,9 +11,9 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from . import convert, models, predict, summary
+from . import convert, evaluate, models, predict, summary, train
 
-COMMANDS = (models, summary, convert, predict)
+COMMANDS = (models, summary, convert, predict, train, evaluate)
 
 
 def build_parser() -> argparse.ArgumentParser:

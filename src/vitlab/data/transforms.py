@@ -54,3 +54,50 @@ def eval_transform(pre: Preprocessing) -> v2.Compose:
             v2.Normalize(mean=list(pre.mean), std=list(pre.std)),
         ]
     )
+
+
+def train_transform(
+    pre: Preprocessing,
+    random_resized_crop: list[float] | None = None,
+    translate: float = 0.0,
+    hflip: float = 0.0,
+    rand_augment: list[int] | None = None,
+    trivial_augment: bool = False,
+    random_erasing: float = 0.0,
+) -> v2.Compose:
+    """The training transform: geometric and photometric augmentation, then the eval normalisation.
+
+    Args:
+        pre: The model's preprocessing (size, interpolation, mean/std).
+        random_resized_crop: Scale range of ``RandomResizedCrop``; None resizes to the size.
+        translate: ``RandomAffine`` translation as a fraction of the size (digits shift, they do not flip).
+        hflip: Probability of a horizontal flip.
+        rand_augment: ``[num_ops, magnitude]`` of RandAugment.
+        trivial_augment: TrivialAugmentWide.
+        random_erasing: Probability of RandomErasing (on the normalised tensor).
+    """
+    _, h, w = pre.input_size
+    interp = _INTERP[pre.interpolation]
+    steps: list[torch.nn.Module] = []
+    if random_resized_crop:
+        steps.append(
+            v2.RandomResizedCrop((h, w), scale=tuple(random_resized_crop), interpolation=interp, antialias=True)
+        )
+    else:
+        steps.append(v2.Resize((h, w), interpolation=interp, antialias=True))
+    if translate:
+        steps.append(v2.RandomAffine(degrees=0, translate=(translate, translate)))
+    if hflip:
+        steps.append(v2.RandomHorizontalFlip(hflip))
+    if rand_augment:
+        steps.append(v2.RandAugment(num_ops=rand_augment[0], magnitude=rand_augment[1], interpolation=interp))
+    if trivial_augment:
+        steps.append(v2.TrivialAugmentWide(interpolation=interp))
+    steps += [
+        v2.PILToTensor(),
+        v2.ToDtype(torch.float32, scale=True),
+        v2.Normalize(mean=list(pre.mean), std=list(pre.std)),
+    ]
+    if random_erasing:
+        steps.append(v2.RandomErasing(p=random_erasing))
+    return v2.Compose(steps)
