@@ -110,3 +110,34 @@ def test_sampler_is_seeded_sharded_and_resumable() -> None:
     for b, b0, b1 in zip(batches, *ranks, strict=True):
         assert b0 + b1 == b  # contiguous halves of the same global batch
     assert EpochBatchSampler(100, 10, multiple_of=3).batches() == 9
+
+
+def test_train_transform_with_every_augmentation() -> None:
+    import torch
+
+    from vitlab.data.loaders import TransformDataset
+    from vitlab.data.transforms import train_transform
+    from vitlab.weights import Preprocessing
+
+    pre = Preprocessing(input_size=(3, 32, 32), crop_pct=1.0, mean=(0.5,) * 3, std=(0.25,) * 3)
+    tf = train_transform(pre, [0.5, 1.0], 0.1, 0.5, [2, 9], True, 0.5)
+    img = Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 48, 3), dtype=np.uint8))
+
+    class One:
+        labels = np.array([3])
+
+        def __len__(self) -> int:
+            return 1
+
+        def image(self, i: int) -> Image.Image:
+            return img
+
+    ds = TransformDataset(One(), tf, "RGB", seed=1)
+    x, y = ds[0]
+    assert x.shape == (3, 32, 32) and x.dtype == torch.float32 and y == 3
+    torch.testing.assert_close(ds[0][0], x)  # the same sample, epoch and seed: the same augmentation
+    ds.set_epoch(1)
+    assert not torch.equal(ds[0][0], x)  # another epoch: another draw
+    state = torch.get_rng_state()
+    ds[0]
+    assert torch.equal(torch.get_rng_state(), state)  # the caller's RNG is untouched
