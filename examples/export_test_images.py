@@ -1,6 +1,6 @@
 """Write a few test images of a dataset vitlab reads (mnist.npz, idx, image folder, .tar.gz) as PNG files.
 
-    python examples/export_test_images.py ../shared/data/mnist.npz runs/demo/digits --count 8
+python examples/export_test_images.py ../shared/data/mnist.npz runs/demo/digits --count 8
 """
 
 from __future__ import annotations
