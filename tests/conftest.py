@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -11,8 +12,26 @@ import pytest
 import torch
 from PIL import Image
 
-# The bundled data lives beside the project (../shared/data); VITLAB_DATA_DIR points elsewhere.
-DATA = Path(os.environ.get("VITLAB_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data"))
+
+def _data_dir() -> Path:
+    """The bundled data: $VITLAB_DATA_DIR, else ../shared/data beside this checkout, else beside the
+    repository it was cloned from (a clone in a temporary directory has no ../shared of its own)."""
+    if "VITLAB_DATA_DIR" in os.environ:
+        return Path(os.environ["VITLAB_DATA_DIR"])
+    root = Path(__file__).resolve().parents[1]
+    candidates = [root.parent / "shared" / "data"]
+    try:
+        origin = subprocess.run(
+            ["git", "-C", str(root), "config", "--get", "remote.origin.url"], capture_output=True, text=True
+        ).stdout.strip()
+        if origin and Path(origin).is_dir():
+            candidates.append(Path(origin).resolve().parent / "shared" / "data")
+    except OSError:
+        pass
+    return next((c for c in candidates if c.is_dir()), candidates[0])
+
+
+DATA = _data_dir()
 PHOTOS = DATA / "photos"
 
 
