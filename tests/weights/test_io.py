@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import pickle
 import re
 from pathlib import Path
@@ -113,3 +114,13 @@ def test_preprocessing_validation() -> None:
     with pytest.raises(ValueError, match="mean/std of 1 channels"):
         Preprocessing(input_size=(1, 28, 28))
     assert Preprocessing.for_config(vitlab.get_config("vit_tiny_patch7_28")).mean == (0.5,)
+
+
+def test_atomic_write_gives_the_usual_permissions(tmp_path: Path) -> None:
+    # mkstemp creates 0600 files; a checkpoint or figure must be readable like any other output.
+    target = tmp_path / "out.bin"
+    with atomic_path(target) as tmp:
+        tmp.write_bytes(b"x")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert target.stat().st_mode & 0o777 == 0o666 & ~mask
