@@ -11,9 +11,9 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from . import convert, evaluate, models, predict, summary, train
+from . import attention, convert, evaluate, inspect, models, predict, summary, train
 
-COMMANDS = (models, summary, convert, predict, train, evaluate)
+COMMANDS = (models, summary, convert, predict, train, evaluate, attention, inspect)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -22,7 +22,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(
         prog="vitlab",
-        description="Vision Transformers: named models, summaries, checkpoints, inference and training.",
+        description=(
+            "Vision Transformers: named models, summaries, checkpoints, inference, training and attention figures."
+        ),
     )
     parser.add_argument("--version", action="version", version=f"vitlab {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import lru_cache
 from importlib import resources
 
@@ -19,4 +20,21 @@ def imagenet_class_names() -> tuple[str, ...]:
     return tuple(text.splitlines())
 
 
-__all__ = ["IMAGE_SUFFIXES", "ImageError", "find_images", "imagenet_class_names", "load_image", "to_mode"]
+def class_names_for(num_classes: int, names: Sequence[str] | None = None) -> list[str]:
+    """``names`` if given, else the ImageNet-1k names for 1000 classes, else ``class_0 ... class_{n-1}``."""
+    if names is not None:
+        return list(names)
+    if num_classes == 1000:
+        return list(imagenet_class_names())
+    return [f"class_{i}" for i in range(num_classes)]
+
+
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "ImageError",
+    "class_names_for",
+    "find_images",
+    "imagenet_class_names",
+    "load_image",
+    "to_mode",
+]

@@ -56,6 +56,37 @@ def eval_transform(pre: Preprocessing) -> v2.Compose:
     )
 
 
+class ResizeToPatches(torch.nn.Module):
+    """Resize keeping the aspect ratio so the image has about ``area`` pixels, each side a multiple of ``patch``."""
+
+    def __init__(self, area: int, patch: int, interpolation: InterpolationMode) -> None:
+        super().__init__()
+        self.area, self.patch, self.interpolation = area, patch, interpolation
+
+    def forward(self, img):
+        h, w = v2.functional.get_size(img)
+        scale = math.sqrt(self.area / (h * w))
+        new = [max(self.patch, round(side * scale / self.patch) * self.patch) for side in (h, w)]
+        return v2.functional.resize(img, new, interpolation=self.interpolation, antialias=True)
+
+
+def fit_transform(pre: Preprocessing, patch_size: int) -> v2.Compose:
+    """Keep the whole image: resize to about the model's pixel count, sides rounded to whole patches.
+
+    For looking at attention over a full photo of any aspect ratio (the model's position embedding is
+    resampled to the new grid); :func:`eval_transform` is what the model is evaluated with.
+    """
+    _, h, w = pre.input_size
+    return v2.Compose(
+        [
+            ResizeToPatches(h * w, patch_size, _INTERP[pre.interpolation]),
+            v2.PILToTensor(),
+            v2.ToDtype(torch.float32, scale=True),
+            v2.Normalize(mean=list(pre.mean), std=list(pre.std)),
+        ]
+    )
+
+
 def train_transform(
     pre: Preprocessing,
     random_resized_crop: list[float] | None = None,

@@ -15,10 +15,10 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from ..data import ImageError, imagenet_class_names, load_image, to_mode
+from ..data import ImageError, class_names_for, load_image, to_mode
 from ..data.transforms import eval_transform
-from ..models import UnknownModelError, VisionTransformer, create_model
-from ..weights import Preprocessing, load_checkpoint
+from ..models import VisionTransformer
+from ..weights import Preprocessing, load_model
 
 log = logging.getLogger(__name__)
 
@@ -106,11 +106,7 @@ class Predictor:
         self.model = model.eval().to(device)
         self.device, self.precision = torch.device(device), precision
         self.preprocessing = preprocessing or getattr(model, "preprocessing", None) or Preprocessing.for_config(cfg)
-        names = class_names or getattr(model, "class_names", None)
-        if names is None:
-            names = (
-                imagenet_class_names() if cfg.num_classes == 1000 else [f"class_{i}" for i in range(cfg.num_classes)]
-            )
+        names = class_names_for(cfg.num_classes, class_names or getattr(model, "class_names", None))
         if len(names) != cfg.num_classes:
             raise ValueError(f"{len(names)} class names for a model with {cfg.num_classes} classes")
         self.class_names = list(names)
@@ -126,19 +122,8 @@ class Predictor:
         A model name without a checkpoint gets random weights (logged as a warning): useful to try the
         pipeline, not to classify.
         """
-        path = Path(name_or_path)
-        if path.exists():
-            loaded = load_checkpoint(path, **load_kwargs)
-            return cls(loaded.model, loaded.preprocessing, loaded.class_names, device, precision)
-        name = str(name_or_path)
-        try:
-            with torch.random.fork_rng():  # seeded, so a demo with random weights prints the same twice
-                torch.manual_seed(0)
-                model = create_model(name, **load_kwargs)
-        except UnknownModelError as err:
-            raise ValueError(f"{name}: no such checkpoint file or directory, and {err}") from None
-        log.warning("%s: no checkpoint given, using random weights (seed 0)", name)
-        return cls(model, device=device, precision=precision)
+        loaded = load_model(name_or_path, **load_kwargs)
+        return cls(loaded.model, loaded.preprocessing, loaded.class_names, device, precision)
 
     # ------------------------------------------------------------------ preprocessing
 

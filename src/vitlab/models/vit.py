@@ -17,8 +17,8 @@ T = prefix tokens + H/P * W/P. Every option is a field of :class:`ViTConfig`; na
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterable
-from typing import NamedTuple
+from collections.abc import Callable, Iterable
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
@@ -42,14 +42,15 @@ class AttentionOutput(NamedTuple):
 
     Attributes:
         logits: The model output, as ``forward`` gives it.
-        attentions: Block index (0-based) -> attention probabilities (B, heads, T, T), rows summing to 1.
-            Token order is [CLS], registers, then patches in row-major grid order.
+        attentions: Block index (0-based) -> attention probabilities (B, heads, T, T), rows summing to 1,
+            or what ``reduce`` made of them. Token order is [CLS], registers, then patches in row-major
+            grid order.
         grid_size: The patch grid ``(H/P, W/P)`` of this input.
         num_prefix_tokens: Tokens before the patches (class + registers).
     """
 
     logits: torch.Tensor
-    attentions: dict[int, torch.Tensor]
+    attentions: dict[int, Any]
     grid_size: tuple[int, int]
     num_prefix_tokens: int
 
@@ -259,10 +260,14 @@ class VisionTransformer(nn.Module):
     # ------------------------------------------------------------------ encoder
 
     def _encode(
-        self, x: torch.Tensor, keep: Iterable[int] = (), attn: Iterable[int] = ()
-    ) -> tuple[torch.Tensor, list[torch.Tensor], dict[int, torch.Tensor], tuple[int, int]]:
+        self,
+        x: torch.Tensor,
+        keep: Iterable[int] = (),
+        attn: Iterable[int] = (),
+        reduce: Callable[[int, torch.Tensor], Any] | None = None,
+    ) -> tuple[torch.Tensor, list[torch.Tensor], dict[int, Any], tuple[int, int]]:
         """Run embedding and blocks. Returns (tokens before the final norm, kept block outputs,
-        attention probabilities of the ``attn`` blocks, patch grid)."""
+        attention probabilities of the ``attn`` blocks, or ``reduce(index, probs)`` of them, patch grid)."""
         keep, attn = set(keep), set(attn)
         x = self.patch_embed(self._check_input(x))  # (B, h, w, D)
         grid = (x.shape[1], x.shape[2])
@@ -270,7 +275,9 @@ class VisionTransformer(nn.Module):
         kept, maps = [], {}
         for i, blk in enumerate(self.blocks):
             if i in attn:
-                x, maps[i] = blk.forward_with_attn(x)
+                x, probs = blk.forward_with_attn(x)
+                maps[i] = probs if reduce is None else reduce(i, probs)
+                del probs  # with a reduce, one block's (B, heads, T, T) is alive at a time
             elif self.grad_checkpointing and self.training and torch.is_grad_enabled():
                 x = checkpoint(blk, x, use_reentrant=False)
             else:
@@ -336,17 +343,28 @@ class VisionTransformer(nn.Module):
             outs.append(y)
         return self.norm(x), outs
 
-    def forward_attention(self, x: torch.Tensor, layers: int | Iterable[int] = -1) -> AttentionOutput:
+    def forward_attention(
+        self,
+        x: torch.Tensor,
+        layers: int | Iterable[int] | None = -1,
+        reduce: Callable[[int, torch.Tensor], Any] | None = None,
+    ) -> AttentionOutput:
         """Forward pass that also returns the attention probabilities of the chosen blocks.
 
         Only the chosen blocks compute explicit probabilities; the others keep the fused kernel, so
-        memory stays at one (B, heads, T, T) tensor per chosen block.
+        memory stays at one (B, heads, T, T) tensor per chosen block, or one in all with ``reduce``.
 
         Args:
             x: Images (B, C, H, W).
-            layers: One block index or several; negatives count from the end (-1 is the last block).
+            layers: One block index or several (negatives count from the end; -1 is the last block),
+                or None for every block.
+            reduce: Called as ``reduce(block_index, probs)`` as each chosen block runs; its result is kept
+                instead of the probabilities (return None to keep nothing, e.g. when accumulating a
+                rollout), so deep models and large images need not hold every layer's attention.
         """
-        take = layer_indices([layers] if isinstance(layers, int) else layers, len(self.blocks))
-        x, _, maps, grid = self._encode(x, attn=take)
+        if isinstance(layers, int):
+            layers = [layers]
+        take = layer_indices(layers, len(self.blocks))
+        x, _, maps, grid = self._encode(x, attn=take, reduce=reduce)
         logits = self.forward_head(self.norm(x))
         return AttentionOutput(logits, maps, grid, self.num_prefix_tokens)

@@ -14,7 +14,16 @@ from .adapt import LoadReport
 from .hf import export as export_hf
 from .io import CheckpointError, Preprocessing
 from .jax import write as export_jax
-from .loader import FORMATS, Loaded, export_timm, load_checkpoint, load_pretrained, read_checkpoint, save
+from .loader import (
+    FORMATS,
+    Loaded,
+    export_timm,
+    load_checkpoint,
+    load_model,
+    load_pretrained,
+    read_checkpoint,
+    save,
+)
 
 __all__ = [
     "FORMATS",
@@ -27,6 +36,7 @@ __all__ = [
     "export_jax",
     "export_timm",
     "load_checkpoint",
+    "load_model",
     "load_pretrained",
     "read_checkpoint",
     "save",

@@ -11,6 +11,7 @@ Formats: ``vitlab`` (safetensors + config/preprocessing metadata), ``timm`` (sta
 
 from __future__ import annotations
 
+import logging
 import os
 import zipfile
 from dataclasses import dataclass, field
@@ -19,7 +20,7 @@ from typing import Any
 
 import torch
 
-from ..models import VisionTransformer, ViTConfig, get_config
+from ..models import UnknownModelError, VisionTransformer, ViTConfig, create_model, get_config
 from . import hf, jax, timm, vit_pytorch
 from .adapt import LoadReport, adapt_pos_embed, load_into, strip_prefixes, unwrap
 from .io import (
@@ -33,6 +34,8 @@ from .io import (
     read_vitlab_meta,
     write_safetensors,
 )
+
+log = logging.getLogger(__name__)
 
 FORMATS = ("vitlab", "timm", "deit", "hf", "jax", "vit_pytorch")
 _SAFETENSORS_SUFFIX = ".safetensors"
@@ -254,6 +257,31 @@ def load_checkpoint(
     names = None if new_head else ck.class_names
     net.preprocessing, net.class_names = pre, names  # travel with the model (predict, save)
     return Loaded(net, pre, names, ck.report, ck.format)
+
+
+def load_model(name_or_path: str | os.PathLike, seed: int = 0, **load_kwargs: Any) -> Loaded:
+    """A checkpoint (any readable format) if ``name_or_path`` exists, else a named model with random weights.
+
+    Random weights are seeded (``seed``), so a demo without a checkpoint shows the same output twice,
+    and the preprocessing is timm's ViT default for the model. A warning is logged.
+
+    Raises:
+        ValueError: neither a file nor a known model name.
+    """
+    path = Path(name_or_path)
+    if path.exists():
+        return load_checkpoint(path, **load_kwargs)
+    name = str(name_or_path)
+    try:
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            model = create_model(name, **load_kwargs)
+    except UnknownModelError as err:
+        raise ValueError(f"{name}: no such checkpoint file or directory, and {err}") from None
+    log.warning("%s: no checkpoint given, using random weights (seed %d)", name, seed)
+    report = LoadReport(name, "none")
+    report.note(f"random weights (seed {seed}), no checkpoint")
+    return Loaded(model, Preprocessing.for_config(model.cfg), None, report, "none")
 
 
 def load_pretrained(path: str | os.PathLike, **kwargs: Any) -> VisionTransformer:
