@@ -19,13 +19,15 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 # The demo: train a small ViT on MNIST (a few minutes on 2 cores), evaluate it on the official test set,
-# predict a few test digits; everything lands in runs/demo (checkpoint, curves, report, confusion matrix).
+# predict a few test digits, draw their attention and the paper's analysis figures; everything lands in runs/demo.
 demo: $(STAMP)
 	$(VENV)/bin/vitlab train --config configs/mnist_quick.yaml data.path=$(DATA)/mnist.npz run.out_dir=runs/demo
 	$(VENV)/bin/vitlab eval --model runs/demo/best.safetensors --data $(DATA)/mnist.npz --out runs/demo
 	$(PY) examples/export_test_images.py $(DATA)/mnist.npz runs/demo/digits --count 8
 	$(VENV)/bin/vitlab predict runs/demo/digits --model runs/demo/best.safetensors --topk 2
-	@echo "demo output: runs/demo (report.md, curves.png, confusion.png, best.safetensors)"
+	$(VENV)/bin/vitlab attention runs/demo/digits --model runs/demo/best.safetensors --method rollout --out runs/demo/attention
+	$(VENV)/bin/vitlab inspect --model runs/demo/best.safetensors --data $(DATA)/mnist.npz --no-accuracy --out runs/demo/inspect
+	@echo "demo output: runs/demo (report.md, curves.png, confusion.png, best.safetensors, attention/, inspect/report.html)"
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks examples

@@ -69,7 +69,8 @@ def draw_filters(components: torch.Tensor, explained: torch.Tensor | None = None
             ax.imshow(img, interpolation="nearest")
         if explained is not None:
             ax.set_title(f"{100 * explained[i]:.1f}%", fontsize=6)
-    fig.suptitle("RGB embedding filters (first principal components)", fontsize=9)
+    kind = "RGB" if components.shape[1] == 3 else "Gray"
+    fig.suptitle(f"{kind} embedding filters (first {k} principal components)", fontsize=9)
     return fig
 
 
@@ -120,8 +121,13 @@ def draw_position_similarity(sim: torch.Tensor, grid: tuple[int, int]) -> Figure
 # ---------------------------------------------------------------- Fig. 7 right / Fig. 11: attention distance
 
 
-def draw_attention_distance(distances: torch.Tensor, image_size: tuple[int, int]) -> Figure:
-    """Mean attention distance (depth, heads) in pixels against network depth, one dot per head."""
+def draw_attention_distance(
+    distances: torch.Tensor, image_size: tuple[int, int], uniform: float | None = None
+) -> Figure:
+    """Mean attention distance (depth, heads) in pixels against network depth, one dot per head.
+
+    ``uniform``, if given, is drawn as a dashed line: the distance uniform attention would give.
+    """
     depth, heads = distances.shape
     fig = new_figure(4.8, 3.8)
     ax = fig.subplots()
@@ -134,10 +140,12 @@ def draw_attention_distance(distances: torch.Tensor, image_size: tuple[int, int]
     ax.set_xlabel("network depth (layer)")
     ax.set_ylabel("mean attention distance (pixels)")
     diag = math.hypot(*image_size)
-    ax.set_ylim(0, max(float(distances.max()) * 1.1, 1.0))
+    if uniform is not None:
+        ax.axhline(uniform, color="gray", linestyle="--", linewidth=1, label="uniform attention")
+    ax.set_ylim(0, max(float(distances.max()) * 1.1, uniform or 0.0, 1.0) * 1.05)
     ax.set_xticks(layers if depth <= 16 else layers[:: math.ceil(depth / 12)])
     ax.set_title(f"Attention distance ({image_size[0]}x{image_size[1]} px input, diagonal {diag:.0f} px)", fontsize=9)
-    if heads <= 16:
+    if heads <= 16 or uniform is not None:
         ax.legend(fontsize=6, ncol=2, loc="lower right")
     ax.grid(alpha=0.3)
     return fig

@@ -27,7 +27,7 @@ from .figures import (
     filter_components,
     position_similarity,
 )
-from .maps import neighbour_similarity_gap
+from .maps import grid_mean_distance, neighbour_similarity_gap
 from .render import figure_png, model_view, new_figure, overlay, write_bytes
 
 log = logging.getLogger(__name__)
@@ -134,12 +134,14 @@ def inspect_model(
     with torch.no_grad():
         dist = torch.cat([attention_distances(model, b) for b in images.split(batch_size)]).mean(0)  # (depth, heads)
     result.numbers["mean_attention_distance_px"] = [[round(v, 3) for v in row] for row in dist.tolist()]
-    pngs["attention_distance"] = figure_png(draw_attention_distance(dist, tuple(images.shape[-2:])))
+    uniform = grid_mean_distance(grid, cfg.patch_size)
+    result.numbers["uniform_attention_distance_px"] = round(uniform, 3)
+    pngs["attention_distance"] = figure_png(draw_attention_distance(dist, tuple(images.shape[-2:]), uniform))
     captions["attention_distance"] = (
         f"Fig. 7 right / Fig. 11: mean attention distance of every head against depth, averaged over "
         f"{len(images)} images (attention-weighted distance between query and key patch centres, "
         f"attention to prefix tokens left out). First block {dist[0].min():.1f}-{dist[0].max():.1f} px, "
-        f"last block {dist[-1].min():.1f}-{dist[-1].max():.1f} px."
+        f"last block {dist[-1].min():.1f}-{dist[-1].max():.1f} px; uniform attention would give {uniform:.1f} px."
     )
 
     if rollout_images > 0:
