@@ -1,6 +1,6 @@
 """Building blocks: plain ``nn.Module``s and tensor functions, no configs and no I/O."""
 
-from .attention import Attention
+from .attention import Attention, attention_kernel, matmul_attention
 from .block import Block
 from .drop_path import DropPath, drop_path, drop_path_rates
 from .layer_scale import LayerScale
@@ -19,9 +19,11 @@ __all__ = [
     "Mlp",
     "PatchEmbed",
     "PatchEmbed1d",
+    "attention_kernel",
     "drop_path",
     "drop_path_rates",
     "make_act",
+    "matmul_attention",
     "pad_to_multiple",
     "resample_abs_pos_embed",
     "resample_grid",

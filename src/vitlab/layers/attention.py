@@ -1,8 +1,11 @@
-"""Multi-head self-attention with a fused default path and an inspectable one.
+"""Multi-head self-attention with a fast default path and an inspectable one.
 
-Every call takes the fused ``scaled_dot_product_attention`` kernel; ``forward_with_probs`` takes the
-explicit ``softmax(q k^T / sqrt(d)) v`` route and also returns the probabilities. The choice is per
-call, not a global switch, so asking for one layer's attention leaves every other layer fused.
+``forward`` picks the faster kernel for the tensors it gets (:func:`attention_kernel`): the fused
+``scaled_dot_product_attention``, or a plain batched-matmul ``softmax(q k^T / sqrt(d)) v`` where that
+wins (bf16/fp16 on the CPU, where SDPA reaches ~110 GFLOP/s and batched matmuls ~145-200 on the
+2-core development machine; ``benchmarks/attention.py`` measures it). ``forward_with_probs`` takes the
+explicit route and also returns the probabilities. The choice is per call, not a global switch, so
+asking for one layer's attention leaves every other layer on its fast kernel.
 """
 
 from __future__ import annotations
@@ -10,6 +13,27 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+
+def attention_kernel(q: torch.Tensor) -> str:
+    """``"sdpa"`` or ``"matmul"``: the faster attention kernel for queries like ``q`` (B, h, N, hd).
+
+    Measured (``benchmarks/attention.py``, 2 CPU cores, N=197, hd=64): in fp32 SDPA is 1.1-2x faster
+    than plain matmuls; in bf16 the plain matmuls are 1.35-1.7x faster, because the CPU SDPA kernel
+    gains nothing from bf16. On CUDA the fused kernels (flash / memory-efficient) win throughout.
+    """
+    if q.device.type == "cpu" and q.dtype in (torch.bfloat16, torch.float16):
+        return "matmul"
+    return "sdpa"
+
+
+def matmul_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, dropout: float = 0.0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Explicit attention: ``(softmax(q k^T * scale) v, probabilities)``; q, k, v (B, h, N, hd)."""
+    probs = ((q * scale) @ k.transpose(-2, -1)).softmax(dim=-1)  # (B, h, N, N)
+    attn = F.dropout(probs, dropout) if dropout else probs
+    return attn @ v, probs
 
 
 class Attention(nn.Module):
@@ -48,6 +72,9 @@ class Attention(nn.Module):
         self.attn_drop = attn_drop
         self.proj = nn.Linear(inner, dim)
         self.proj_drop = nn.Dropout(proj_drop)
+        # Dtype of the q k^T / softmax / v product when it should differ from the activations': int8
+        # inference keeps fp32 activations but runs this product in bf16 (see infer/precision.py).
+        self.compute_dtype: torch.dtype | None = None
 
     def _qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         B, N, _ = x.shape
@@ -60,10 +87,17 @@ class Attention(nn.Module):
         return self.proj_drop(self.proj(o.transpose(1, 2).reshape(B, N, -1)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Fused attention. ``x``: (B, N, D) -> (B, N, D)."""
+        """Attention on the faster kernel for this dtype and device. ``x``: (B, N, D) -> (B, N, D)."""
         q, k, v = self._qkv(x)
-        o = F.scaled_dot_product_attention(q, k, v, dropout_p=self.attn_drop if self.training else 0.0)
-        return self._out(o)
+        dtype = q.dtype
+        if self.compute_dtype is not None:
+            q, k, v = q.to(self.compute_dtype), k.to(self.compute_dtype), v.to(self.compute_dtype)
+        dropout = self.attn_drop if self.training else 0.0
+        if attention_kernel(q) == "matmul":
+            o = matmul_attention(q, k, v, self.scale, dropout)[0]
+        else:
+            o = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout)
+        return self._out(o.to(dtype))
 
     def forward_with_probs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Explicit attention that also returns the probabilities.
@@ -73,6 +107,5 @@ class Attention(nn.Module):
             rows summing to 1 (taken before attention dropout).
         """
         q, k, v = self._qkv(x)
-        probs = ((q * self.scale) @ k.transpose(-2, -1)).softmax(dim=-1)  # (B, h, N, N)
-        attn = F.dropout(probs, self.attn_drop, self.training)
-        return self._out(attn @ v), probs
+        o, probs = matmul_attention(q, k, v, self.scale, self.attn_drop if self.training else 0.0)
+        return self._out(o), probs
