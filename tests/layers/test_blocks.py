@@ -48,3 +48,24 @@ def test_attention_pool_matches_timm() -> None:
     ours.load_state_dict(ref.state_dict(), strict=True)
     x = torch.randn(2, 9, 32)
     torch.testing.assert_close(ours(x), ref(x), rtol=0, atol=1e-6)
+
+
+def test_inference_fast_paths_are_bit_identical() -> None:
+    # Without autograd, GELU runs in place and residual sums are added into the fresh branch output;
+    # the numbers must not change, and kept intermediates must not be overwritten.
+    import vitlab
+
+    model = vitlab.create_model("vit_tiny_patch16_224", depth=4, init_values=0.1).eval()
+    x = torch.randn(2, 3, 224, 224)
+    final, inter = model.forward_intermediates(x, indices=[0, 1, 2, 3])
+    with torch.no_grad():
+        final_ng, inter_ng = model.forward_intermediates(x, indices=[0, 1, 2, 3])
+        assert torch.equal(model(x), model.forward_head(final_ng))
+    assert torch.equal(final, final_ng)
+    for a, b in zip(inter, inter_ng, strict=True):
+        assert torch.equal(a, b)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):  # bf16 branches into an fp32 stream
+        mixed = model(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        reference = model(x)
+    assert torch.equal(mixed, reference)

@@ -11,9 +11,9 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from . import attention, convert, evaluate, inspect, models, predict, summary, train
+from . import attention, benchmark, convert, evaluate, export, inspect, models, predict, summary, train
 
-COMMANDS = (models, summary, convert, predict, train, evaluate, attention, inspect)
+COMMANDS = (models, summary, convert, predict, train, evaluate, attention, inspect, export, benchmark)
 
 
 def build_parser() -> argparse.ArgumentParser:

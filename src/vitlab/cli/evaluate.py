@@ -18,7 +18,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--out", default=None, help="directory for confusion.png and eval.json")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--precision", default="fp32", choices=("fp32", "bf16"))
+    p.add_argument(
+        "--precision",
+        default="fp32",
+        choices=("fp32", "bf16", "int8"),
+        help="fp32, bf16 weights, or int8 dynamic quantization of the Linear layers (CPU)",
+    )
+    p.add_argument(
+        "--compare",
+        action="store_true",
+        help="with --precision bf16/int8, also run fp32 and report the top-1 agreement",
+    )
     p.set_defaults(run=run)
 
 
@@ -32,6 +42,7 @@ def run(args: argparse.Namespace) -> int:
     from ..data.datasets import load_splits
     from ..data.loaders import EpochBatchSampler, TransformDataset
     from ..data.transforms import eval_transform
+    from ..infer.precision import for_inference, top1_agreement
     from ..train.engine import evaluate
     from ..train.plots import plot_confusion
     from ..weights import load_checkpoint
@@ -52,8 +63,15 @@ def run(args: argparse.Namespace) -> int:
     sampler = EpochBatchSampler(len(ds), args.batch_size, shuffle=False, drop_last=False)
     loader = DataLoader(ds, batch_sampler=sampler, num_workers=args.workers)
     device = torch.device(args.device)
-    result = evaluate(model.to(device), loader, model.cfg.num_classes, device, args.precision)
-    print(f"{args.split} accuracy: {result['acc']:.4f} ({result['n']} images), loss {result['loss']:.4f}")
+    runner = for_inference(model, args.precision, device)
+    result = evaluate(runner, loader, model.cfg.num_classes, device)
+    how = "" if args.precision == "fp32" else f", {args.precision}"
+    print(f"{args.split} accuracy: {result['acc']:.4f} ({result['n']} images{how}), loss {result['loss']:.4f}")
+    if args.compare and args.precision != "fp32":
+        agree = top1_agreement(for_inference(model, "fp32", device), runner, loader, device)
+        reference = evaluate(for_inference(model, "fp32", device), loader, model.cfg.num_classes, device)
+        result["fp32_acc"], result["top1_agreement_with_fp32"] = reference["acc"], agree
+        print(f"fp32 accuracy: {reference['acc']:.4f}; top-1 agreement {args.precision} vs fp32: {agree:.4f}")
     width = max(len(n) for n in names)
     for name, acc in zip(names, result["per_class_acc"], strict=True):
         print(f"  {name:<{width}}  {acc:.4f}")

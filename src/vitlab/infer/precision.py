@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import copy
 import warnings
+from collections.abc import Iterable
+from typing import Any
 
 import torch
 from torch import nn
@@ -71,4 +73,20 @@ def for_inference(model: nn.Module, precision: str = "fp32", device: str | torch
     return InferenceModel(quantized, precision, torch.float32)
 
 
-__all__ = ["PRECISIONS", "InferenceModel", "for_inference"]
+@torch.no_grad()
+def top1_agreement(
+    reference: nn.Module,
+    other: nn.Module,
+    batches: Iterable[tuple[torch.Tensor, Any]],
+    device: str | torch.device = "cpu",
+) -> float:
+    """Fraction of images on which two models (e.g. fp32 and int8) predict the same class."""
+    same = total = 0
+    for x, _ in batches:
+        x = x.to(device)
+        same += (reference(x).argmax(-1) == other(x).argmax(-1)).sum().item()
+        total += len(x)
+    return same / max(total, 1)
+
+
+__all__ = ["PRECISIONS", "InferenceModel", "for_inference", "top1_agreement"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 from collections.abc import Iterator, Sequence
@@ -19,10 +18,10 @@ from ..data import ImageError, class_names_for, load_image, to_mode
 from ..data.transforms import eval_transform
 from ..models import VisionTransformer
 from ..weights import Preprocessing, load_model
+from .precision import PRECISIONS, for_inference
 
 log = logging.getLogger(__name__)
 
-PRECISIONS = ("fp32", "bf16")
 ImageLike = str | os.PathLike | Image.Image | np.ndarray | torch.Tensor
 
 
@@ -78,7 +77,8 @@ class Predictor:
         preprocessing: How to prepare images; defaults to the model's (from its checkpoint) or timm's ViT defaults.
         class_names: Labels; defaults to the checkpoint's, the ImageNet-1k names for 1000 classes, else ``class_i``.
         device: ``cpu`` or ``cuda``.
-        precision: ``fp32`` or ``bf16`` (autocast).
+        precision: ``fp32``, ``bf16`` (bf16 weights) or ``int8`` (dynamic quantization of the Linear
+            layers, CPU); see :func:`vitlab.infer.precision.for_inference`.
 
     Example:
         >>> predictor = Predictor.from_pretrained("vit_b16.safetensors")
@@ -103,7 +103,8 @@ class Predictor:
             raise ValueError("the model has no classifier head (num_classes=0); nothing to predict")
         if cfg.in_chans not in (1, 3):
             raise ValueError(f"images have 1 or 3 channels; this model takes {cfg.in_chans}")
-        self.model = model.eval().to(device)
+        self.model = model.eval().to(device)  # the model as given (fp32), for inspection
+        self.runner = for_inference(self.model, precision, device)  # what runs: fp32 in and out
         self.device, self.precision = torch.device(device), precision
         self.preprocessing = preprocessing or getattr(model, "preprocessing", None) or Preprocessing.for_config(cfg)
         names = class_names_for(cfg.num_classes, class_names or getattr(model, "class_names", None))
@@ -154,14 +155,7 @@ class Predictor:
     @torch.no_grad()
     def probabilities(self, batch: torch.Tensor) -> torch.Tensor:
         """Preprocessed batch (B, C, H, W) -> class probabilities (B, num_classes), float32."""
-        batch = batch.to(self.device)
-        autocast = (
-            torch.autocast(self.device.type, dtype=torch.bfloat16)
-            if self.precision == "bf16"
-            else contextlib.nullcontext()
-        )
-        with autocast:
-            logits = self.model(batch)
+        logits = self.runner(batch.to(self.device))
         return logits.float().softmax(dim=-1).cpu()
 
     def _topk(self, source: str, probs: torch.Tensor, k: int) -> Prediction:

@@ -11,6 +11,14 @@ from .layer_scale import LayerScale
 from .mlp import Mlp
 
 
+def residual(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``x + y``; without autograd, added into ``y`` (a fresh branch output nobody else holds) to save
+    allocating another (B, N, D) tensor. ``x`` is never modified: callers may keep it (intermediates)."""
+    if (y.requires_grad and torch.is_grad_enabled()) or y.dtype != x.dtype or y.shape != x.shape:
+        return x + y  # autograd, or autocast mixing bf16 branches into an fp32 stream: the usual add
+    return y.add_(x)  # IEEE addition commutes: bit-identical to x + y
+
+
 class Block(nn.Module):
     """One transformer encoder block with timm's names (``norm1 attn ls1 norm2 mlp ls2``).
 
@@ -56,8 +64,8 @@ class Block(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x``: (B, N, D) -> (B, N, D)."""
-        x = x + self.drop_path1(self.ls1(self.attn(self.norm1(x))))
-        x = x + self.drop_path2(self.ls2(self.mlp(self.norm2(x))))
+        x = residual(x, self.drop_path1(self.ls1(self.attn(self.norm1(x)))))
+        x = residual(x, self.drop_path2(self.ls2(self.mlp(self.norm2(x)))))
         return x
 
     def forward_with_attn(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

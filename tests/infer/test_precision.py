@@ -1,0 +1,80 @@
+"""Inference precision: bf16 and int8 agree with fp32 on real test images; kernels agree with each other."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+import vitlab
+from vitlab.data.transforms import eval_transform
+from vitlab.infer import Predictor
+from vitlab.infer.precision import for_inference, top1_agreement
+from vitlab.layers import attention_kernel, matmul_attention
+from vitlab.weights import load_checkpoint
+
+from ..conftest import DATA
+
+SHIPPED = Path(__file__).resolve().parents[2] / "examples" / "mnist_vit.safetensors"
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_matmul_and_sdpa_kernels_agree(dtype: torch.dtype) -> None:
+    q, k, v = (torch.randn(2, 3, 50, 16, dtype=dtype) for _ in range(3))
+    fused = F.scaled_dot_product_attention(q, k, v).float()
+    plain, probs = matmul_attention(q, k, v, 16**-0.5)
+    tol = 1e-5 if dtype == torch.float32 else 2e-2  # bf16 keeps 8 bits of mantissa
+    assert (plain.float() - fused).abs().max() <= tol
+    assert torch.allclose(probs.float().sum(-1), torch.ones(2, 3, 50), atol=tol)
+    assert attention_kernel(q) == ("sdpa" if dtype == torch.float32 else "matmul")
+
+
+def test_bf16_model_uses_the_matmul_kernel_and_matches_fp32() -> None:
+    model = vitlab.create_model("vit_tiny_patch16_224", depth=3).eval()
+    x = torch.randn(2, 3, 224, 224)
+    bf16 = for_inference(model, "bf16")
+    assert next(bf16.model.parameters()).dtype == torch.bfloat16
+    out = bf16(x)
+    assert out.dtype == torch.float32 and torch.allclose(out, model(x), atol=0.05)
+    assert next(model.parameters()).dtype == torch.float32  # the caller's model is untouched
+
+
+def test_int8_quantizes_every_linear_and_keeps_fp32_io() -> None:
+    model = vitlab.create_model("vit_tiny_patch16_224", depth=2).eval()
+    int8 = for_inference(model, "int8")
+    kinds = {type(m).__name__ for m in int8.modules()}
+    assert "Linear" in kinds  # quantized Linear keeps the class name in torch.ao.nn.quantized.dynamic
+    assert all("quantized" in type(m).__module__ for m in int8.modules() if type(m).__name__ == "Linear")
+    assert int8(torch.randn(1, 3, 224, 224)).dtype == torch.float32
+    with pytest.raises(ValueError, match="int8 runs on the CPU only"):
+        for_inference(model, "int8", device="cuda")
+    with pytest.raises(ValueError, match="precision must be one of"):
+        for_inference(model, "fp8")
+
+
+@pytest.fixture(scope="module")
+def mnist_test() -> tuple:
+    loaded = load_checkpoint(SHIPPED)
+    data = np.load(DATA / "mnist.npz")
+    t = eval_transform(loaded.preprocessing)
+    x = torch.stack([t(Image.fromarray(a)) for a in data["x_test"][:2000]])
+    return loaded.model.eval(), x, torch.as_tensor(data["y_test"][:2000])
+
+
+@pytest.mark.parametrize("precision", ["bf16", "int8"])
+def test_top1_agreement_with_fp32_on_mnist(mnist_test, precision: str) -> None:
+    model, x, y = mnist_test
+    batches = [(xb, yb) for xb, yb in zip(x.split(500), y.split(500), strict=True)]
+    agree = top1_agreement(for_inference(model, "fp32"), for_inference(model, precision), batches)
+    # the issue's bar is 99 %; measured on all 10,000 test digits: see the README's precision table
+    assert agree >= 0.99, agree
+
+
+def test_predictor_precisions(photos: Path) -> None:
+    for precision in ("fp32", "bf16", "int8"):
+        p = Predictor.from_pretrained("vit_tiny_patch16_224", precision=precision)
+        assert len(p(photos / "chelsea.png", topk=3)[0].labels) == 3
