@@ -78,3 +78,21 @@ def test_predictor_precisions(photos: Path) -> None:
     for precision in ("fp32", "bf16", "int8"):
         p = Predictor.from_pretrained("vit_tiny_patch16_224", precision=precision)
         assert len(p(photos / "chelsea.png", topk=3)[0].labels) == 3
+
+
+@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="needs oneDNN")
+def test_packed_linears_match_plain_ones() -> None:
+    from vitlab.infer.precision import PackedLinear
+
+    lin = torch.nn.Linear(96, 384)
+    x = torch.randn(2, 50, 96)
+    with torch.no_grad():
+        assert (PackedLinear(lin)(x) - lin(x)).abs().max() <= 1e-5
+        assert (PackedLinear(lin, "gelu")(x) - F.gelu(lin(x))).abs().max() <= 1e-5
+        assert (PackedLinear(lin, "gelu_tanh")(x) - F.gelu(lin(x), approximate="tanh")).abs().max() <= 1e-5
+        model = vitlab.create_model("vit_tiny_patch16_224", depth=2).eval()
+        fast = for_inference(model, "fp32")
+        assert not any(type(m) is torch.nn.Linear for m in fast.modules())  # every Linear packed
+        assert all(isinstance(m.act, torch.nn.Identity) for m in fast.model.blocks.modules() if hasattr(m, "fc1"))
+        img = torch.randn(3, 3, 224, 224)
+        assert (fast(img) - model(img)).abs().max() <= 1e-4
