@@ -89,7 +89,6 @@ class Attention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Attention on the faster kernel for this dtype and device. ``x``: (B, N, D) -> (B, N, D)."""
         q, k, v = self._qkv(x)
-        dtype = q.dtype
         if self.compute_dtype is not None:
             q, k, v = q.to(self.compute_dtype), k.to(self.compute_dtype), v.to(self.compute_dtype)
         dropout = self.attn_drop if self.training else 0.0
@@ -97,7 +96,9 @@ class Attention(nn.Module):
             o = matmul_attention(q, k, v, self.scale, dropout)[0]
         else:
             o = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout)
-        return self._out(o.to(dtype))
+        if self.compute_dtype is not None:
+            o = o.to(x.dtype)  # back to the block's dtype for the output projection
+        return self._out(o)
 
     def forward_with_probs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Explicit attention that also returns the probabilities.
