@@ -90,7 +90,8 @@ def run(args: argparse.Namespace) -> int:
     batch = "batch" if result.dynamic_batch else "1"
     print(f"wrote {result.path} ({fmt}, input pixel_values ({batch}, {c}, {h}, {w}))")
     print(
-        f"checked against eager PyTorch on {where}, batch sizes {result.checked_batches}: "
+        f"checked against eager PyTorch on {where} in {len(result.checked_batches)} runs "
+        f"(batch {', '.join(map(str, sorted(set(result.checked_batches), reverse=True)))}): "
         f"max abs difference {result.max_abs_diff:.3g} (tolerance {args.tolerance:g})"
     )
     return 0

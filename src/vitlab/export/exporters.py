@@ -50,7 +50,7 @@ class ExportResult:
         input_shape: ``(C, H, W)`` the file takes; the batch is free with ``dynamic_batch``.
         dynamic_batch: Whether the batch dimension is symbolic.
         max_abs_diff: Largest |exported - eager| over every checked output.
-        checked_batches: Batch sizes the file was run with.
+        checked_batches: Batch sizes the file was run with (every check image is used).
         metadata: What was stored in the file (preprocessing, labels, config).
     """
 
@@ -286,11 +286,14 @@ def _export(
         except Exception as err:  # the exporters raise many types; the user needs one line
             raise ExportError(f"{format} export failed: {type(err).__name__}: {str(err).splitlines()[0]}") from err
         run = load_exported(tmp, format)
-        batches = [len(images), 1] if dynamic_batch and len(images) > 1 else [len(example)]
+        # A dynamic file runs the whole batch and a single image; a fixed one runs each image on its own.
+        if dynamic_batch:
+            batches = [images] if len(images) == 1 else [images, images[:1]]
+        else:
+            batches = list(images.split(len(example)))
         worst = 0.0
         with torch.no_grad():
-            for b in batches:
-                x = images[:b] if dynamic_batch else example
+            for x in batches:
                 expected = model(x).float().numpy()  # the original model, resampling at run time
                 got = run(x.numpy())
                 if got.shape != expected.shape:
@@ -301,7 +304,7 @@ def _export(
                 f"the exported {format} model differs from eager PyTorch by {worst:.3g} (> {tolerance:g}); "
                 "nothing was written"
             )
-    return ExportResult(path, format, (c, h, w), dynamic_batch, worst, batches, meta)
+    return ExportResult(path, format, (c, h, w), dynamic_batch, worst, [len(x) for x in batches], meta)
 
 
 __all__ = [
