@@ -118,6 +118,14 @@ def _batch_dim(dynamic_batch: bool) -> dict[str, dict[int, Any]] | None:
     return {"x": {0: torch.export.Dim("batch", min=1, max=65536)}} if dynamic_batch else None
 
 
+def _require_onnx() -> None:
+    import importlib.util
+
+    missing = [m for m in ("onnx", "onnxscript", "onnxruntime") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise ExportError(f"ONNX export needs {', '.join(missing)}: pip install 'vitlab[export]'")
+
+
 def _write_onnx(
     model: VisionTransformer, x: torch.Tensor, path: Path, meta: dict[str, str], dyn: bool, opset: int | None
 ) -> None:
@@ -243,6 +251,8 @@ def export_model(
     format = format or guess_format(path)
     if format not in FORMATS:
         raise ExportError(f"unknown export format {format!r}; choose from {', '.join(FORMATS)}")
+    if format == "onnx":
+        _require_onnx()
     was_training = model.training
     try:
         return _export(
