@@ -44,6 +44,9 @@ def test_export_mnist_model_to_onnx_on_real_digits(capsys, digits: Path, tmp_pat
     meta = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
     assert json.loads(meta["class_names"]) == [str(i) for i in range(10)]
     assert json.loads(meta["preprocessing"])["input_size"] == [1, 28, 28]
+    code, text, err = cli(capsys, "export", "--model", SHIPPED, "--out", tmp_path / "op17.onnx", "--opset", "17")
+    assert code == 0, err
+    assert [o.version for o in onnx.load(str(tmp_path / "op17.onnx")).opset_import if o.domain == ""] == [17]
 
 
 @pytest.mark.export
