@@ -16,3 +16,12 @@ def img_size(values: list[int] | None) -> int | tuple[int, int] | None:
     if len(values) > 2:
         raise ValueError(f"--img-size takes N or H W, got {len(values)} numbers")
     return (values[0], values[1]) if len(values) == 2 else values[0]
+
+
+def add_precision(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--precision",
+        default="fp32",
+        choices=("fp32", "bf16", "int8"),
+        help="fp32, bf16 weights, or int8 dynamic quantization of the Linear layers (CPU)",
+    )

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from ._common import add_precision
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -18,12 +20,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--out", default=None, help="directory for confusion.png and eval.json")
     p.add_argument("--device", default="cpu")
-    p.add_argument(
-        "--precision",
-        default="fp32",
-        choices=("fp32", "bf16", "int8"),
-        help="fp32, bf16 weights, or int8 dynamic quantization of the Linear layers (CPU)",
-    )
+    add_precision(p)
     p.add_argument(
         "--compare",
         action="store_true",

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ._common import add_precision
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -26,12 +28,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--format", default="text", choices=("text", "json", "jsonl", "csv"), help="output format")
     p.add_argument("--out", default=None, help="write results here (streamed) instead of stdout")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
-    p.add_argument(
-        "--precision",
-        default="fp32",
-        choices=("fp32", "bf16", "int8"),
-        help="fp32, bf16 weights, or int8 dynamic quantization of the Linear layers (CPU)",
-    )
+    add_precision(p)
     p.add_argument("--strict", action="store_true", help="stop at the first input that cannot be read")
     p.add_argument("--verbose", action="store_true", help="print the model and its preprocessing to stderr")
     p.set_defaults(run=run)

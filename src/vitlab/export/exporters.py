@@ -315,16 +315,3 @@ def _export(
                 "nothing was written"
             )
     return ExportResult(path, format, (c, h, w), dynamic_batch, worst, [len(x) for x in batches], meta)
-
-
-__all__ = [
-    "FORMATS",
-    "SUFFIXES",
-    "ExportError",
-    "ExportResult",
-    "export_model",
-    "fixed_size_model",
-    "guess_format",
-    "load_exported",
-    "read_metadata",
-]
