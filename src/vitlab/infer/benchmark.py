@@ -9,6 +9,7 @@ Nothing here is asserted in tests: speed is machine-dependent; the numbers are p
 from __future__ import annotations
 
 import contextlib
+import copy
 import importlib.util
 import platform
 import statistics
@@ -23,7 +24,7 @@ from torch import nn
 
 from ..models import VisionTransformer, create_model
 from ..models.summary import estimate_macs
-from .precision import for_inference
+from .precision import for_inference, quantize_dynamic
 
 MODES = ("fp32", "bf16", "int8")
 
@@ -108,11 +109,10 @@ def _autocast_bf16(model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
 
 
 def _int8(model: nn.Module) -> nn.Module:
-    with warnings.catch_warnings():
+    """A peer's usual int8: every Linear dynamically quantized (a copy)."""
+    with warnings.catch_warnings():  # torch.ao.quantization's deprecation notices
         warnings.simplefilter("ignore")
-        from torch.ao.quantization import quantize_dynamic
-
-        return quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8)
+        return quantize_dynamic(copy.deepcopy(model), {nn.Linear}, dtype=torch.qint8)
 
 
 def _hf_model(model: VisionTransformer) -> nn.Module | None:
@@ -171,9 +171,7 @@ def inference_contenders(
         elif mode == "bf16":
             runs[f"{lib} (autocast)"] = _autocast_bf16(_call(lib, m))
         else:
-            import copy
-
-            runs[lib] = _call(lib, _int8(copy.deepcopy(m)))
+            runs[lib] = _call(lib, _int8(m))
     runs["vitlab"] = for_inference(vitlab_model, mode)
     return runs
 

@@ -31,6 +31,7 @@ with warnings.catch_warnings():
     from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
 
 from ..layers import Attention
+from ..layers.mlp import GELU, Mlp
 
 PRECISIONS = ("fp32", "bf16", "int8")
 
@@ -73,17 +74,14 @@ class PackedLinear(nn.Module):
 
 def pack_linears(model: nn.Module) -> nn.Module:
     """Replace every ``nn.Linear`` of ``model`` (in place) by a :class:`PackedLinear`; fuse MLP fc1 + GELU."""
-    from ..layers.mlp import GELU, Mlp
-
     for module in list(model.modules()):
         if isinstance(module, Mlp) and isinstance(module.act, GELU) and isinstance(module.fc1, nn.Linear):
             act = "gelu" if module.act.approximate == "none" else "gelu_tanh"
             module.fc1, module.act = PackedLinear(module.fc1, act), nn.Identity()
-    for name, module in list(model.named_modules()):
+    for module in list(model.modules()):
         for child_name, child in list(module.named_children()):
             if type(child) is nn.Linear:
                 setattr(module, child_name, PackedLinear(child))
-        del name
     return model
 
 

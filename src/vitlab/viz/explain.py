@@ -13,7 +13,7 @@ import torch
 
 from ..models import VisionTransformer
 from ..models.vit import layer_indices
-from .maps import HEAD_FUSIONS, Rollout, fuse_heads, prefix_share, to_grid, token_map
+from .maps import HEAD_FUSIONS, Rollout, fuse_heads, mean_attention_distance, prefix_share, to_grid, token_map
 
 METHODS = ("raw", "rollout")
 
@@ -147,8 +147,6 @@ def attention_maps(
 @torch.no_grad()
 def attention_distances(model: VisionTransformer, images: torch.Tensor) -> torch.Tensor:
     """Mean attention distance in pixels of every head of every block, per image: (B, depth, heads)."""
-    from .maps import mean_attention_distance
-
     p = model.cfg.patch_size
     # Inputs are whole multiples of the patch, or padded up to one (dynamic_img_pad).
     grid = (-(-images.shape[-2] // p), -(-images.shape[-1] // p))
