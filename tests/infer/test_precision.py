@@ -39,7 +39,8 @@ def test_bf16_model_uses_the_matmul_kernel_and_matches_fp32() -> None:
     bf16 = for_inference(model, "bf16")
     assert next(bf16.model.parameters()).dtype == torch.bfloat16
     out = bf16(x)
-    assert out.dtype == torch.float32 and torch.allclose(out, model(x), atol=0.05)
+    # observed max |difference| 0.0095 (0.007-0.0095 over seeds 0-2) on logits of about +-1: about 2x that
+    assert out.dtype == torch.float32 and (out - model(x)).abs().max() <= 0.02
     assert next(model.parameters()).dtype == torch.float32  # the caller's model is untouched
 
 
@@ -52,7 +53,8 @@ def test_int8_quantizes_the_mlp_and_projection_and_keeps_fp32_io() -> None:
     assert block.attn.compute_dtype == torch.bfloat16  # q/k/v and the attention product in bf16
     x = torch.randn(2, 3, 224, 224)
     out = int8(x)
-    assert out.dtype == torch.float32 and (out - model(x)).abs().max() < 0.1
+    # observed max |difference| 0.040 (0.037-0.045 over seeds 0-2) on logits of about +-1: about 2x that
+    assert out.dtype == torch.float32 and (out - model(x)).abs().max() <= 0.08
     with pytest.raises(ValueError, match="int8 runs on the CPU only"):
         for_inference(model, "int8", device="cuda")
     with pytest.raises(ValueError, match="precision must be one of"):
@@ -77,10 +79,15 @@ def test_top1_agreement_with_fp32_on_mnist(mnist_test, precision: str) -> None:
     assert agree >= 0.99, agree
 
 
-def test_predictor_precisions(photos: Path) -> None:
-    for precision in ("fp32", "bf16", "int8"):
-        p = Predictor.from_pretrained("vit_tiny_patch16_224", precision=precision)
-        assert len(p(photos / "chelsea.png", topk=3)[0].labels) == 3
+def test_predictor_precisions_give_the_fp32_top1_on_real_digits() -> None:
+    with np.load(DATA / "mnist.npz") as f:
+        digits = list(f["x_test"][:100])
+    reference = [p.indices[0] for p in Predictor.from_pretrained(SHIPPED)(digits, topk=3)]
+    for precision in ("bf16", "int8"):
+        got = Predictor.from_pretrained(SHIPPED, precision=precision)(digits, topk=3)
+        assert all(len(p.labels) == 3 for p in got)
+        # the same class for every one of the 100 digits (observed: 100 of 100, and 200 of 200 on more)
+        assert [p.indices[0] for p in got] == reference, precision
 
 
 @pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="needs oneDNN")
