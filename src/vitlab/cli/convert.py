@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ._common import add_img_size, img_size
+
+if TYPE_CHECKING:
+    from ..weights.verify import Reference
 
 TARGETS = ("vitlab", "hf", "timm", "jax")
 
@@ -15,8 +21,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="convert weights between vitlab, timm, Hugging Face, JAX .npz, DeiT and vit-pytorch",
         description=(
             "Read weights (format given with --from or detected), optionally adapt them (new input size, "
-            "new number of classes), write them in another format, then check the written file: it is read "
-            "back and, where the other library is installed, run there too; logits must agree to 1e-4."
+            "new number of classes), write them in another format, then prove it on real images: the source "
+            "library (timm, transformers, timm's JAX reader, vit-pytorch) runs the source file by its own means, "
+            "vitlab runs its model of it, and the written file is read back by vitlab and run by the target "
+            "library; logits must agree to 1e-4, else the exit status is 1."
         ),
     )
     p.add_argument("src", help="checkpoint file or Hugging Face directory")
@@ -28,26 +36,26 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--num-classes", type=int, default=None, help="new classifier size (zero-initialised head)")
     p.add_argument("--num-heads", type=int, default=None, help="number of attention heads, if not recorded")
     p.add_argument("--jax-layout", default="original", choices=("original", "big_vision"), help="layout for --to jax")
+    p.add_argument(
+        "--images",
+        nargs="+",
+        default=None,
+        metavar="IMAGE",
+        help="images (files, folders, globs) for the parity checks; default: the photos shipped with vitlab",
+    )
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
+    from ..data import image_batch, sample_images
+    from ..weights import export_hf, export_jax, export_timm, load_checkpoint, load_pretrained, save
+    from ..weights.verify import Reference, compare, output_of, run_hf_dir, run_jax_npz, run_source, run_timm_file
 
-    from ..weights import export_hf, export_jax, export_timm, load_checkpoint, save
-    from ..weights.verify import against_hf, against_model, against_timm
-
-    overrides = {}
-    if args.num_heads is not None:
-        overrides["num_heads"] = args.num_heads
+    overrides = {"num_heads": args.num_heads} if args.num_heads is not None else {}
     size = img_size(args.img_size)
+    images = _images(args.images) if args.images else sample_images()
     loaded = load_checkpoint(
-        args.src,
-        format=args.src_format,
-        model=args.model,
-        img_size=size,
-        num_classes=args.num_classes,
-        **overrides,
+        args.src, format=args.src_format, model=args.model, img_size=size, num_classes=args.num_classes, **overrides
     )
     model, cfg = loaded.model, loaded.model.cfg
     print(loaded.report)
@@ -56,36 +64,76 @@ def run(args: argparse.Namespace) -> int:
         f"img={cfg.img_size[0]}x{cfg.img_size[1]} classes={cfg.num_classes} pool={cfg.global_pool!r}"
     )
     adapted = args.num_classes is not None or size is not None
+    # The mapping is proved on the weights as they are: with a new size or head, load them once more unadapted.
+    source = loaded if not adapted else load_checkpoint(args.src, format=args.src_format, model=args.model, **overrides)
+    x_src = image_batch(images, source.preprocessing)
+    print(f"parity inputs: {len(images)} images ({', '.join(p.name for p in images)})")
     checks = []
-    if not adapted and loaded.source_format == "hf":
-        checks.append(against_hf(model, Path(args.src), "source (transformers) vs vitlab"))
-    if not adapted and loaded.source_format in ("timm", "deit"):
-        checks.append(against_timm(model, model.state_dict(), "source (timm) vs vitlab"))
+    src_ref = run_source(Path(args.src), loaded.source_format, source.model.cfg, x_src)
+    if loaded.source_format == "vitlab":
+        src_ref = Reference("vitlab", None, skipped="the source is a vitlab file: vitlab is its own reference")
+    checks.append(
+        compare(
+            f"source file run by {src_ref.library} vs vitlab",
+            output_of(source.model, x_src, src_ref.kind),
+            src_ref,
+        )
+    )
+    x = x_src if not adapted else image_batch(images, loaded.preprocessing)
+
+    def baseline(kind: str) -> Reference:
+        """What every output is held to: the source library's own output where it ran on the same input."""
+        if not adapted and src_ref.output is not None and src_ref.kind == kind:
+            return src_ref
+        return Reference("vitlab", output_of(model, x, kind), kind)
+
+    def check_back(name: str, back) -> None:
+        base = baseline("logits")
+        checks.append(compare(f"{name} vs {_label(base, src_ref)}", output_of(back, x), base))
+
+    def check_target(name: str, ref: Reference) -> None:
+        if ref.output is None:  # the target library is missing or cannot express the model
+            checks.append(compare(name, x, ref))
+            return
+        base = baseline(ref.kind)
+        checks.append(compare(f"{name} vs {_label(base, src_ref)}", ref.output, base))
 
     out = Path(args.out)
-    from ..weights import load_pretrained
-
     if args.dst_format == "vitlab":
         save(model, out, loaded.preprocessing, loaded.class_names)
-        checks.append(against_model(model, load_pretrained(out), "vitlab file read back"))
+        check_back("vitlab file read back by vitlab", load_pretrained(out))
     elif args.dst_format == "hf":
         export_hf(model, out, loaded.preprocessing, loaded.class_names)
-        checks.append(against_model(model, load_pretrained(out), "HF directory read back by vitlab"))
-        checks.append(against_hf(model, out, "HF directory run by transformers"))
+        check_back("HF directory read back by vitlab", load_pretrained(out))
+        check_target("HF directory run by transformers", run_hf_dir(out, cfg, x))
     elif args.dst_format == "timm":
         kwargs = export_timm(model, out)
-        checks.append(against_model(model, load_pretrained(out, model=cfg), "timm file read back by vitlab"))
-        from ..weights.io import read_pickle, read_safetensors
-
-        sd = read_pickle(out) if out.suffix in (".pth", ".pt", ".bin") else read_safetensors(out)[0]
-        checks.append(against_timm(model, sd, "timm file run by timm"))
+        check_back("timm file read back by vitlab", load_pretrained(out, model=cfg))
+        check_target("timm file run by timm", run_timm_file(out, cfg, x))
         shown = {k: v for k, v in kwargs.items() if k != "norm_layer"}
         print(f"timm: timm.models.vision_transformer.VisionTransformer(**{shown})")
     else:
         export_jax(model.state_dict(), cfg, out, layout=args.jax_layout)
-        back = load_pretrained(out, model=cfg, act=cfg.act, norm_eps=cfg.norm_eps)
-        checks.append(against_model(model, back, "JAX .npz read back by vitlab"))
+        check_back("JAX .npz read back by vitlab", load_pretrained(out, model=cfg, act=cfg.act, norm_eps=cfg.norm_eps))
+        check_target("JAX .npz run by timm's JAX reader", run_jax_npz(out, cfg, x))
     print(f"wrote {out} ({args.dst_format})")
     for check in checks:
         print(f"parity: {check}")
-    return 0 if all(c.ok for c in checks) else 1
+    failed = [c for c in checks if not c.ok]
+    if failed:
+        print(f"vitlab convert: {len(failed)} parity check(s) FAILED: the conversion is wrong", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _label(base: Reference, src_ref: Reference) -> str:
+    return f"source ({src_ref.library})" if base is src_ref else "vitlab's model"
+
+
+def _images(inputs: list[str]) -> list[Path]:
+    """The ``--images`` files; a missing one is an error (the check must run on what the user named)."""
+    from ..data import find_images
+
+    paths, problems = find_images(inputs)
+    if problems:
+        raise ValueError(f"--images: {'; '.join(problems)}")
+    return paths
