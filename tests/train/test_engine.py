@@ -24,7 +24,7 @@ def batch(n: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.randn(n, 1, 28, 28), torch.arange(n) % 10
 
 
-def one_step(model, x, y, lr: float = 0.1, **kw) -> dict:
+def one_step(model, x, y, lr: float = 0.1, device: torch.device = CPU, **kw) -> dict:
     """One optimizer step of plain SGD (no momentum, no weight decay) with ``lr``; returns its metrics."""
     optimizer = torch.optim.SGD(model.parameters(), lr=lr)
     records: list[dict] = []
@@ -35,7 +35,7 @@ def one_step(model, x, y, lr: float = 0.1, **kw) -> dict:
         TrainState(),
         lr_fn=lambda step: lr,
         accum_steps=1,
-        device=CPU,
+        device=device,
         on_step=records.append,
         **kw,
     )
@@ -115,3 +115,21 @@ def test_bf16_runs_the_forward_in_bf16_and_keeps_fp32_weights() -> None:
     assert loss16 == pytest.approx(loss32, abs=1e-4)
     d16, d32 = flat(model.parameters()) - start, flat(fp32.parameters()) - start
     assert (d16 - d32).norm() / d32.norm() < 0.03
+
+
+@pytest.mark.gpu
+def test_a_bf16_step_on_cuda_matches_an_fp32_step_on_the_cpu(monkeypatch, device: str = "cuda") -> None:
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)  # TF32 convolutions are on by default
+    model, (x, y) = tiny(), batch(64)
+    cpu = copy.deepcopy(model)
+    start = flat(model.parameters())
+    seen: list[torch.dtype] = []
+    model.to(device).blocks[0].mlp.fc1.register_forward_hook(lambda m, i, out: seen.append(out.dtype))
+    loss16 = one_step(model, x, y, precision="bf16", device=torch.device(device))["loss"]
+    loss32 = one_step(cpu, x, y)["loss"]
+    assert seen == [torch.bfloat16] and all(p.dtype == torch.float32 for p in model.parameters())
+    # Limits of the CPU bf16 test above (2x its observations) with more room for other kernels; not measured
+    # on CUDA here: the development machine has no GPU.
+    assert loss16 == pytest.approx(loss32, abs=5e-4)
+    d16, d32 = flat(model.parameters()).cpu() - start, flat(cpu.parameters()) - start
+    assert (d16 - d32).norm() / d32.norm() < 0.05
