@@ -75,7 +75,7 @@ def test_fixed_size_copy_equals_run_time_resampling() -> None:
     x = torch.randn(2, 3, 128, 192)
     assert torch.allclose(fixed(x), model(x), atol=1e-6)
     assert fixed.pos_embed.shape[1] == 1 + 8 * 12
-    with pytest.raises(ExportError, match="not a multiple of the patch size 16"):
+    with pytest.raises(ExportError, match="100x100 is not a multiple of the patch size 16"):
         fixed_size_model(model, (100, 100))
 
 

@@ -69,3 +69,20 @@ def test_inference_fast_paths_are_bit_identical() -> None:
     with torch.autocast("cpu", dtype=torch.bfloat16):
         reference = model(x)
     assert torch.equal(mixed, reference)
+
+
+def test_attention_bias_is_added_to_the_logits_on_both_kernels() -> None:
+    """An additive bias (relative positions, window masks) reaches the softmax on the fused and explicit paths."""
+
+    torch.manual_seed(0)
+    attn = Attention(32, 4, 8).eval()
+    x, bias = torch.randn(2, 7, 32), torch.randn(4, 7, 7)
+    q, k, v = attn._qkv(x)
+    probs = (q @ k.transpose(-2, -1) * 8**-0.5 + bias).softmax(-1)  # by hand
+    expected = attn._out(probs @ v)
+    fused = attn(x, bias)
+    explicit, got_probs = attn.forward_with_probs(x, bias)
+    torch.testing.assert_close(fused, expected, rtol=0, atol=1e-5)
+    torch.testing.assert_close(explicit, expected, rtol=0, atol=1e-5)
+    torch.testing.assert_close(got_probs, probs, rtol=0, atol=1e-6)
+    assert (attn(x) - fused).abs().max() > 1e-3  # the bias changes the output

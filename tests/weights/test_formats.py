@@ -300,10 +300,10 @@ def test_vitlab_format_rebuilds_with_no_arguments(tmp_path: Path) -> None:
         vitlab.save(model, tmp_path / "x.safetensors", class_names=["a", "b"])
 
 
-def test_create_model_with_checkpoint(tmp_path: Path) -> None:
+def test_load_pretrained_with_a_named_model(tmp_path: Path) -> None:
     ref = timm.create_model("vit_tiny_patch16_224").eval()
     save_file(ref.state_dict(), str(tmp_path / "t.safetensors"))
-    model = vitlab.create_model("vit_tiny_patch16_224", checkpoint=str(tmp_path / "t.safetensors"), num_classes=10)
+    model = vitlab.load_pretrained(tmp_path / "t.safetensors", model="vit_tiny_patch16_224", num_classes=10)
     assert model.head.out_features == 10 and model.head.weight.abs().max() == 0
     close(model.blocks[0].attn.qkv.weight, ref.blocks[0].attn.qkv.weight, atol=0)
 

@@ -8,6 +8,7 @@ no traceback.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -42,11 +43,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return args.run(args)
+    except BrokenPipeError:  # `vitlab models | head`: the reader has gone, which is not an error
+        sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - Python flushes stderr at exit; keep it quiet
+        return 0
     except (ValueError, OSError) as err:  # CheckpointError is a ValueError
         print(f"vitlab {args.command}: error: {err}", file=sys.stderr)
         return 2
-    except BrokenPipeError:  # `vitlab models | head`
-        return 0
 
 
 if __name__ == "__main__":

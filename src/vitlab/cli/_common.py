@@ -25,3 +25,11 @@ def add_precision(parser: argparse.ArgumentParser) -> None:
         choices=("fp32", "bf16", "int8"),
         help="fp32, bf16 weights, or int8 dynamic quantization of the Linear layers (CPU)",
     )
+
+
+def require_attention(model, name: str) -> None:
+    """Refuse, in one line, a model whose family has no global (T, T) attention map (with the family's reason)."""
+    if not model.supports_attention:
+        raise ValueError(
+            f"{name}: the {model.architecture!r} model has no global attention map: {model.attention_note}"
+        )

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ._common import require_attention
+
 
 def _layers(text: str) -> list[int] | str:
     if text == "all":
@@ -92,6 +94,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--device {args.device}: no CUDA device is available here")
     loaded = load_model(args.model)
     model = loaded.model.eval().to(args.device)
+    require_attention(model, args.model)
     pre = loaded.preprocessing
     every = args.layer == "all" or (args.layer is None and args.method == "rollout")
     layers = None if every else args.layer or [-1]

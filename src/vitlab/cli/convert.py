@@ -49,7 +49,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..data import image_batch, sample_images
     from ..weights import export_hf, export_jax, export_timm, load_checkpoint, load_pretrained, save
-    from ..weights.verify import Reference, compare, output_of, run_hf_dir, run_jax_npz, run_source, run_timm_file
+    from ..weights.verify import (
+        Reference,
+        compare,
+        output_of,
+        probe_input,
+        run_hf_dir,
+        run_jax_npz,
+        run_source,
+        run_timm_file,
+    )
 
     overrides = {"num_heads": args.num_heads} if args.num_heads is not None else {}
     size = img_size(args.img_size)
@@ -59,15 +68,17 @@ def run(args: argparse.Namespace) -> int:
     )
     model, cfg = loaded.model, loaded.model.cfg
     print(loaded.report)
-    print(
-        f"model: D={cfg.embed_dim} depth={cfg.depth} heads={cfg.num_heads} patch={cfg.patch_size} "
-        f"img={cfg.img_size[0]}x{cfg.img_size[1]} classes={cfg.num_classes} pool={cfg.global_pool!r}"
-    )
+    shape = model.input_shape
+    print(f"model: {model.architecture} ({cfg.describe()}) img={shape[1]}x{shape[2]} classes={cfg.num_classes}")
     adapted = args.num_classes is not None or size is not None
     # The mapping is proved on the weights as they are: with a new size or head, load them once more unadapted.
     source = loaded if not adapted else load_checkpoint(args.src, format=args.src_format, model=args.model, **overrides)
-    x_src = image_batch(images, source.preprocessing)
-    print(f"parity inputs: {len(images)} images ({', '.join(p.name for p in images)})")
+    if source.preprocessing is not None:
+        x_src = image_batch(images, source.preprocessing)
+        print(f"parity inputs: {len(images)} images ({', '.join(p.name for p in images)})")
+    else:  # a sequence model: no images to show it
+        x_src = probe_input(source.model, 3)
+        print(f"parity inputs: 3 seeded random sequences {tuple(x_src.shape[1:])}")
     checks = []
     src_ref = run_source(Path(args.src), loaded.source_format, source.model.cfg, x_src)
     if loaded.source_format == "vitlab":
@@ -79,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
             src_ref,
         )
     )
-    x = x_src if not adapted else image_batch(images, loaded.preprocessing)
+    x = x_src if not adapted else image_batch(images, loaded.preprocessing)  # adapting needs an image model
 
     def baseline(kind: str) -> Reference:
         """What every output is held to: the source library's own output where it ran on the same input."""
@@ -110,9 +121,12 @@ def run(args: argparse.Namespace) -> int:
         kwargs = export_timm(model, out)
         check_back("timm file read back by vitlab", load_pretrained(out, model=cfg))
         check_target("timm file run by timm", run_timm_file(out, cfg, x))
-        shown = {k: v for k, v in kwargs.items() if k != "norm_layer"}
-        print(f"timm: timm.models.vision_transformer.VisionTransformer(**{shown})")
+        if kwargs:
+            shown = {k: v for k, v in kwargs.items() if k != "norm_layer"}
+            print(f"timm: timm.models.vision_transformer.VisionTransformer(**{shown})")
     else:
+        if model.architecture != "vit":
+            raise ValueError(f"--to jax: the JAX layouts hold ViTs only, not a {model.architecture!r} model")
         export_jax(model.state_dict(), cfg, out, layout=args.jax_layout)
         check_back("JAX .npz read back by vitlab", load_pretrained(out, model=cfg, act=cfg.act, norm_eps=cfg.norm_eps))
         check_target("JAX .npz run by timm's JAX reader", run_jax_npz(out, cfg, x))

@@ -53,16 +53,22 @@ def run(args: argparse.Namespace) -> int:
     fmt = args.format or guess_format(out)
     loaded = load_model(args.model)
     model = loaded.model.eval()
-    size = img_size(args.img_size) or tuple(model.cfg.img_size)
-    size = (size, size) if isinstance(size, int) else tuple(size)
-    pre = dataclasses.replace(loaded.preprocessing, input_size=(model.cfg.in_chans, *size))
+    size = img_size(args.img_size)
+    size = (size, size) if isinstance(size, int) else size
+    if loaded.preprocessing is None:  # a sequence model: no image preprocessing, no image size
+        if size is not None or args.images is not None:
+            raise ValueError(f"the {model.architecture!r} model takes {model.input_shape} inputs, not images")
+        pre = None
+    else:
+        size = tuple(size or model.input_shape[1:])
+        pre = dataclasses.replace(loaded.preprocessing, input_size=(model.input_shape[0], *size))
     images = None
-    where = "3 seeded noise images (pass --images to check on real ones)"
+    where = "3 seeded noise inputs (pass --images to check on real images)"
     if args.images is not None:
         paths, problems = find_images(args.images)
         for line in problems:
             print(f"vitlab export: {line}", file=sys.stderr)
-        transform, mode = eval_transform(pre), "L" if model.cfg.in_chans == 1 else "RGB"
+        transform, mode = eval_transform(pre), "L" if model.input_shape[0] == 1 else "RGB"
         tensors = []
         for path in paths[:16]:
             try:
@@ -86,9 +92,9 @@ def run(args: argparse.Namespace) -> int:
         images=images,
         tolerance=args.tolerance,
     )
-    c, h, w = result.input_shape
     batch = "batch" if result.dynamic_batch else "1"
-    print(f"wrote {result.path} ({fmt}, input pixel_values ({batch}, {c}, {h}, {w}))")
+    dims = ", ".join(map(str, result.input_shape))
+    print(f"wrote {result.path} ({fmt}, input pixel_values ({batch}, {dims}))")
     print(
         f"checked against eager PyTorch on {where} in {len(result.checked_batches)} runs "
         f"(batch {', '.join(map(str, sorted(set(result.checked_batches), reverse=True)))}): "

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from ._common import require_attention
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -58,6 +60,7 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING, format="vitlab inspect: %(message)s")
     loaded = load_model(args.model)
     model, pre = loaded.model.eval().to(args.device), loaded.preprocessing
+    require_attention(model, args.model)
     mode = "L" if model.cfg.in_chans == 1 else "RGB"
     transform = eval_transform(pre)
     rng = np.random.default_rng(args.seed)

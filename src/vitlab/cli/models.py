@@ -18,8 +18,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..models import create_model, list_models
-    from ..models.summary import count_params, estimate_macs
-    from ..models.zoo import MODEL_TABLE
+    from ..models.summary import count_params
+    from ..models.zoo import find_row
 
     names = list_models(args.pattern)
     if not names:
@@ -27,16 +27,18 @@ def run(args: argparse.Namespace) -> int:
     if args.names:
         print("\n".join(names))
         return 0
-    notes = {row[0]: row[5] for row in MODEL_TABLE}
-    header = f"{'model':<34}{'params':>15}{'GMACs':>9}{'img':>9}{'patch':>6}{'D':>6}{'depth':>6}{'heads':>6}  note"
+    header = f"{'model':<36}{'arch':<8}{'params':>13}{'GMACs':>9}{'input':>10}  note"
     print(header)
     print("-" * len(header))
     for name in names:
         model = create_model(name, device="meta")  # instant: no memory, no initialisation
-        c = model.cfg
-        img = "x".join(map(str, c.img_size)) if c.img_size[0] != c.img_size[1] else str(c.img_size[0])
+        shape = model.input_shape
+        size = shape[1:] if len(shape) == 3 else shape  # images: HxW; sequences: CxL
+        shown = str(size[0]) if len(size) == 2 and size[0] == size[1] and len(shape) == 3 else "x".join(map(str, size))
+        row_note = find_row(name).note
+        note = model.cfg.describe() + (f"; {row_note}" if row_note else "")
         print(
-            f"{name:<34}{count_params(model):>15,}{estimate_macs(c) / 1e9:>9.2f}{img:>9}{c.patch_size:>6}"
-            f"{c.embed_dim:>6}{c.depth:>6}{c.num_heads:>6}  {notes[name]}"
+            f"{name:<36}{model.architecture:<8}{count_params(model):>13,}{model.count_macs() / 1e9:>9.2f}"
+            f"{shown:>10}  {note}"
         )
     return 0

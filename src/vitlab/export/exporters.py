@@ -9,6 +9,7 @@ A file that does not match eager PyTorch within the tolerance is never left behi
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import io
 import json
@@ -23,9 +24,8 @@ import numpy as np
 import torch
 
 from .. import __version__
-from ..models import VisionTransformer
+from ..models import VitlabModel
 from ..weights import Preprocessing
-from ..weights.adapt import LoadReport, adapt_pos_embed
 from ..weights.io import atomic_path
 
 log = logging.getLogger(__name__)
@@ -63,39 +63,38 @@ class ExportResult:
     metadata: dict[str, str] = field(default_factory=dict)
 
 
-def fixed_size_model(model: VisionTransformer, img_size: tuple[int, int] | None = None) -> VisionTransformer:
-    """An eval-mode copy of ``model`` for exactly ``img_size`` inputs.
+def fixed_size_model(model: VitlabModel, img_size: tuple[int, int] | None = None) -> VitlabModel:
+    """An eval-mode copy of ``model`` for exactly ``img_size`` inputs (the model's own ``with_img_size``).
 
-    Learned position tables are resampled here, once (bicubic, as the model does at run time), so the
-    exported graph holds a constant table; ``dynamic_img_pad`` is turned off (export sizes are multiples
-    of the patch). Weights are shared in value, not in memory.
+    A ViT's learned position tables are resampled there, once (bicubic, as the model does at run time),
+    so the exported graph holds a constant table. Weights are shared in value, not in memory.
     """
-    cfg = model.cfg
-    size = tuple(img_size) if img_size is not None else tuple(cfg.img_size)
-    p = cfg.patch_size
-    if size[0] % p or size[1] % p:
-        raise ExportError(f"export size {size[0]}x{size[1]} is not a multiple of the patch size {p}")
-    new_cfg = cfg.replace(img_size=size, dynamic_img_pad=False)
-    fixed = VisionTransformer(new_cfg)
-    sd = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    sd = adapt_pos_embed(sd, new_cfg, cfg.grid_size, LoadReport("export", "vitlab"))
-    fixed.load_state_dict(sd)
-    return fixed.eval()
+    shape = model.input_shape
+    if len(shape) != 3:  # a sequence model: exported at its one input size
+        if img_size is not None:
+            raise ExportError(f"the {model.architecture!r} model takes {shape} inputs; it has no image size")
+        return copy.deepcopy(model).eval()
+    size = tuple(img_size) if img_size is not None else tuple(shape[1:])
+    try:
+        return model.with_img_size(size)
+    except ValueError as err:
+        raise ExportError(f"cannot export at {size[0]}x{size[1]}: {err}") from None
 
 
 def export_metadata(
-    model: VisionTransformer, preprocessing: Preprocessing, class_names: list[str] | None, dynamic_batch: bool
+    model: VitlabModel, preprocessing: Preprocessing | None, class_names: list[str] | None, dynamic_batch: bool
 ) -> dict[str, str]:
     """String metadata a consumer needs: input name, size, mean/std, resize, labels, the vitlab config."""
-    c, h, w = model.cfg.in_chans, *model.cfg.img_size
-    pre = {**dataclasses.asdict(preprocessing), "input_size": [c, h, w]}
+    shape = list(model.input_shape)
+    pre = {**dataclasses.asdict(preprocessing), "input_size": shape} if preprocessing is not None else None
     return {
         "producer": f"vitlab {__version__}",
         "input_name": INPUT_NAME,
         "output_name": OUTPUT_NAME,
-        "input_shape": json.dumps(["batch" if dynamic_batch else 1, c, h, w]),
+        "input_shape": json.dumps(["batch" if dynamic_batch else 1, *shape]),
         "preprocessing": json.dumps(pre),
         "class_names": json.dumps(class_names or [f"class_{i}" for i in range(model.cfg.num_classes)]),
+        "vitlab_architecture": model.architecture,
         "vitlab_config": json.dumps(model.cfg.to_dict()),
     }
 
@@ -127,7 +126,7 @@ def _require_onnx() -> None:
 
 
 def _write_onnx(
-    model: VisionTransformer, x: torch.Tensor, path: Path, meta: dict[str, str], dyn: bool, opset: int | None
+    model: VitlabModel, x: torch.Tensor, path: Path, meta: dict[str, str], dyn: bool, opset: int | None
 ) -> None:
     import onnx
 
@@ -149,13 +148,13 @@ def _write_onnx(
     onnx.save(proto, str(path))
 
 
-def _write_torch_export(model: VisionTransformer, x: torch.Tensor, path: Path, meta: dict[str, str], dyn: bool) -> None:
+def _write_torch_export(model: VitlabModel, x: torch.Tensor, path: Path, meta: dict[str, str], dyn: bool) -> None:
     with _quiet():
         program = torch.export.export(model, (x,), dynamic_shapes=_batch_dim(dyn))
         torch.export.save(program, str(path), extra_files={META_FILE: json.dumps(meta)})
 
 
-def _write_torchscript(model: VisionTransformer, x: torch.Tensor, path: Path, meta: dict[str, str]) -> None:
+def _write_torchscript(model: VitlabModel, x: torch.Tensor, path: Path, meta: dict[str, str]) -> None:
     with _quiet(), torch.no_grad():
         traced = torch.jit.trace(model, (x,), check_trace=False)
         torch.jit.save(traced, str(path), _extra_files={META_FILE: json.dumps(meta)})
@@ -219,7 +218,7 @@ def guess_format(path: Path) -> str:
 
 
 def export_model(
-    model: VisionTransformer,
+    model: VitlabModel,
     path: str | os.PathLike,
     format: str | None = None,
     img_size: tuple[int, int] | None = None,
@@ -263,7 +262,7 @@ def export_model(
 
 
 def _export(
-    model: VisionTransformer,
+    model: VitlabModel,
     path: Path,
     format: str,
     img_size: tuple[int, int] | None,
@@ -275,16 +274,16 @@ def _export(
     tolerance: float,
 ) -> ExportResult:
     fixed = fixed_size_model(model, img_size)
-    c, h, w = fixed.cfg.in_chans, *fixed.cfg.img_size
+    shape = tuple(fixed.input_shape)  # (C, H, W) for images, (C, L) for sequences
     if images is None:
-        images = torch.randn(3, c, h, w, generator=torch.Generator().manual_seed(0))
-    if tuple(images.shape[1:]) != (c, h, w):
-        raise ExportError(f"check images are {tuple(images.shape[1:])}, the export takes {(c, h, w)}")
-    pre = preprocessing or getattr(model, "preprocessing", None) or Preprocessing.for_config(fixed.cfg)
+        images = torch.randn(3, *shape, generator=torch.Generator().manual_seed(0))
+    if tuple(images.shape[1:]) != shape:
+        raise ExportError(f"check inputs are {tuple(images.shape[1:])}, the export takes {shape}")
+    pre = preprocessing or Preprocessing.for_config(fixed.cfg)
     meta = export_metadata(fixed, pre, class_names, dynamic_batch)
     example = images[:2] if dynamic_batch and len(images) >= 2 else images[:1]
     if dynamic_batch and len(example) < 2:
-        example = example.expand(2, -1, -1, -1).contiguous()  # batch 1 would be specialised as a constant
+        example = example.expand(2, *shape).contiguous()  # batch 1 would be specialised as a constant
     with atomic_path(path) as tmp:
         try:
             if format == "onnx":
@@ -314,4 +313,4 @@ def _export(
                 f"the exported {format} model differs from eager PyTorch by {worst:.3g} (> {tolerance:g}); "
                 "nothing was written"
             )
-    return ExportResult(path, format, (c, h, w), dynamic_batch, worst, [len(x) for x in batches], meta)
+    return ExportResult(path, format, shape, dynamic_batch, worst, [len(x) for x in batches], meta)

@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..data import ImageError, class_names_for, load_image, to_mode
 from ..data.transforms import eval_transform
-from ..models import VisionTransformer
+from ..models import VitlabModel
 from ..weights import Preprocessing, load_model
 from .precision import PRECISIONS, for_inference
 
@@ -88,7 +88,7 @@ class Predictor:
 
     def __init__(
         self,
-        model: VisionTransformer,
+        model: VitlabModel,
         preprocessing: Preprocessing | None = None,
         class_names: Sequence[str] | None = None,
         device: str = "cpu",
@@ -101,13 +101,15 @@ class Predictor:
         cfg = model.cfg
         if cfg.num_classes == 0:
             raise ValueError("the model has no classifier head (num_classes=0); nothing to predict")
-        if cfg.in_chans not in (1, 3):
-            raise ValueError(f"images have 1 or 3 channels; this model takes {cfg.in_chans}")
+        if len(model.input_shape) != 3:
+            raise ValueError(f"the {model.architecture!r} model takes {model.input_shape} inputs, not images")
+        if model.input_shape[0] not in (1, 3):
+            raise ValueError(f"images have 1 or 3 channels; this model takes {model.input_shape[0]}")
         self.model = model.eval().to(device)  # the model as given (fp32), for inspection
         self.runner = for_inference(self.model, precision, device)  # what runs: fp32 in and out
         self.device, self.precision = torch.device(device), precision
-        self.preprocessing = preprocessing or getattr(model, "preprocessing", None) or Preprocessing.for_config(cfg)
-        names = class_names_for(cfg.num_classes, class_names or getattr(model, "class_names", None))
+        self.preprocessing = preprocessing or Preprocessing.for_config(cfg)
+        names = class_names_for(cfg.num_classes, class_names)
         if len(names) != cfg.num_classes:
             raise ValueError(f"{len(names)} class names for a model with {cfg.num_classes} classes")
         self.class_names = list(names)

@@ -8,6 +8,7 @@ from .mlp import Mlp, make_act
 from .patch_embed import LucidPatchEmbed, PatchEmbed, PatchEmbed1d, pad_to_multiple
 from .pooling import AttentionPoolLatent
 from .pos_embed import resample_abs_pos_embed, resample_grid, sincos_2d
+from .rel_pos import gather_bias, num_relative_positions, relative_position_index
 
 __all__ = [
     "Attention",
@@ -22,9 +23,12 @@ __all__ = [
     "attention_kernel",
     "drop_path",
     "drop_path_rates",
+    "gather_bias",
     "make_act",
     "matmul_attention",
+    "num_relative_positions",
     "pad_to_multiple",
+    "relative_position_index",
     "resample_abs_pos_embed",
     "resample_grid",
     "sincos_2d",

@@ -1,18 +1,38 @@
-"""Model configs, the model classes, the size table and the registry."""
+"""Model families (one config + one model class each), the size table and the one registry."""
 
-from .config import ViT1dConfig, ViTConfig
-from .registry import UnknownModelError, create_model, get_config, list_models
+from .common import VitlabModel
+from .config import ModelConfig, ViT1dConfig, ViTConfig
+from .registry import (
+    ARCHITECTURES,
+    Architecture,
+    UnknownModelError,
+    build_model,
+    config_from_dict,
+    create_model,
+    get_architecture,
+    get_config,
+    list_architectures,
+    list_models,
+)
 from .vit import AttentionOutput, VisionTransformer
 from .vit_1d import VisionTransformer1d
 
 __all__ = [
+    "ARCHITECTURES",
+    "Architecture",
     "AttentionOutput",
+    "ModelConfig",
     "UnknownModelError",
     "ViT1dConfig",
     "ViTConfig",
     "VisionTransformer",
     "VisionTransformer1d",
+    "VitlabModel",
+    "build_model",
+    "config_from_dict",
     "create_model",
+    "get_architecture",
     "get_config",
+    "list_architectures",
     "list_models",
 ]

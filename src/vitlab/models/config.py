@@ -8,8 +8,9 @@ through JSON) so every checkpoint can carry the config that rebuilds its model.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 PosEmbed = Literal["learn", "learn_2d", "sincos", "none"]
 GlobalPool = Literal["token", "avg", "map", ""]
@@ -33,8 +34,15 @@ def _pair(value: Any, name: str) -> tuple[int, int]:
     raise ValueError(f"{name} must be an int or (height, width), got {value!r}")
 
 
-class _ConfigMixin:
-    """Dict round-trip and helpers shared by the model configs."""
+class ModelConfig:
+    """What every family's config provides: a dict round-trip, a validated ``replace`` and its architecture.
+
+    Subclasses are frozen dataclasses. ``architecture`` names the family in the registry (and in every
+    checkpoint); ``derived`` lists fields that None fills in from others, so ``replace`` derives them again.
+    """
+
+    architecture: ClassVar[str] = ""
+    derived: ClassVar[dict[str, Callable[[Any], Any]]] = {}
 
     def to_dict(self) -> dict[str, Any]:
         """Return the config as JSON-friendly plain data."""
@@ -58,7 +66,7 @@ class _ConfigMixin:
         are derived again, so ``replace(embed_dim=384)`` also gets the 4x MLP width of 384.
         """
         self._check_keys(changes)
-        for name, rule in _DERIVED.items():
+        for name, rule in type(self).derived.items():
             if name not in changes and getattr(self, name) == rule(self):
                 changes[name] = None
         return dataclasses.replace(self, **changes)  # type: ignore[type-var]
@@ -75,6 +83,17 @@ class _ConfigMixin:
                 f"{k!r}" + (f" (did you mean {h[0]!r}?)" if h else "") for k, h in zip(unknown, hints, strict=True)
             )
             raise ValueError(f"unknown {cls.__name__} field(s): {named}")
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """Shape of one input at the training size: ``(C, H, W)`` for images."""
+        return (self.in_chans, *self.img_size)  # type: ignore[attr-defined]
+
+    def describe(self) -> str:
+        """A one-line description of the architecture's sizes (for summaries and listings)."""
+        names = ("embed_dim", "depths", "depth", "num_heads", "mlp_dim", "patch_size", "window_size")
+        data = self.to_dict()
+        return ", ".join(f"{k}={data[k]}" for k in names if k in data)
 
 
 # Fields that None fills in from others when a config is made (see _check_common).
@@ -128,7 +147,7 @@ def _check_common(c: Any) -> None:
 
 
 @dataclass(frozen=True)
-class ViTConfig(_ConfigMixin):
+class ViTConfig(ModelConfig):
     """Architecture of a :class:`~vitlab.models.vit.VisionTransformer`.
 
     Defaults are ViT-B/16 at 224 px with 1000 classes, as in Dosovitskiy et al. (2020).
@@ -172,6 +191,9 @@ class ViTConfig(_ConfigMixin):
         dynamic_img_pad: Pad inputs whose sides are not multiples of the patch size (bottom/right,
             with zeros) instead of raising an error.
     """
+
+    architecture: ClassVar[str] = "vit"
+    derived: ClassVar[dict[str, Callable[[Any], Any]]] = _DERIVED
 
     img_size: tuple[int, int] | int = 224
     patch_size: int = 16
@@ -226,6 +248,12 @@ class ViTConfig(_ConfigMixin):
         if self.global_pool == "map" and self.embed_dim % self.num_heads:
             raise ValueError(f"global_pool='map' needs embed_dim divisible by num_heads ({self.num_heads})")
 
+    def describe(self) -> str:
+        return (
+            f"D={self.embed_dim}, depth={self.depth}, heads={self.num_heads}, mlp={self.mlp_dim}, "
+            f"patch={self.patch_size}"
+        )
+
     @property
     def grid_size(self) -> tuple[int, int]:
         """Patch grid ``(H/P, W/P)`` at the training size."""
@@ -238,7 +266,7 @@ class ViTConfig(_ConfigMixin):
 
 
 @dataclass(frozen=True)
-class ViT1dConfig(_ConfigMixin):
+class ViT1dConfig(ModelConfig):
     """Architecture of a :class:`~vitlab.models.vit_1d.VisionTransformer1d` for sequences.
 
     The 1-D ViT of lucidrains' ``vit_1d``: a ``(B, channels, seq_len)`` signal is cut into
@@ -252,6 +280,9 @@ class ViT1dConfig(_ConfigMixin):
         channels: Input channels C.
         patch_norm: LayerNorm before and after the patch projection, as the current ``vit_1d``.
     """
+
+    architecture: ClassVar[str] = "vit_1d"
+    derived: ClassVar[dict[str, Callable[[Any], Any]]] = _DERIVED
 
     seq_len: int = 256
     patch_size: int = 16
@@ -291,3 +322,14 @@ class ViT1dConfig(_ConfigMixin):
     def num_patches(self) -> int:
         """Number of patch tokens ``seq_len / patch_size``."""
         return self.seq_len // self.patch_size
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """Shape of one input: ``(channels, seq_len)``."""
+        return (self.channels, self.seq_len)
+
+    def describe(self) -> str:
+        return (
+            f"D={self.embed_dim}, depth={self.depth}, heads={self.num_heads}, mlp={self.mlp_dim}, "
+            f"patch={self.patch_size}, seq_len={self.seq_len}"
+        )

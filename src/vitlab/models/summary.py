@@ -69,10 +69,20 @@ class ModelSummary:
 
 
 def _input_shape(model: nn.Module) -> tuple[int, ...]:
-    cfg = model.cfg
-    if hasattr(cfg, "seq_len"):
-        return (1, cfg.channels, cfg.seq_len)
-    return (1, cfg.in_chans, *cfg.img_size)
+    return (1, *model.input_shape)
+
+
+def measure_macs(model: nn.Module, input_shape: tuple[int, ...]) -> int:
+    """Multiply-accumulates of one forward pass on one input of ``input_shape`` (no batch dimension).
+
+    Counted by ``torch.utils.flop_counter`` on a twin of the model built on the meta device.
+    """
+    with torch.device("meta"):
+        twin = type(model)(model.cfg).eval().requires_grad_(False)
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        twin(torch.zeros((1, *input_shape), device="meta"))
+    return counter.get_total_flops() // 2
 
 
 def _shape(out: object) -> str:
@@ -168,8 +178,7 @@ def summarize(model: nn.Module, input_shape: tuple[int, ...] | None = None, dept
 
 
 def _describe(model: nn.Module) -> str:
-    c = model.cfg
-    return f"D={c.embed_dim}, depth={c.depth}, heads={c.num_heads}, mlp={c.mlp_dim}, patch={c.patch_size}"
+    return model.cfg.describe()
 
 
 def _compress(names: list[str]) -> list[str]:
@@ -181,31 +190,3 @@ def _compress(names: list[str]) -> list[str]:
         if pattern not in out:
             out.append(pattern)
     return out
-
-
-def estimate_macs(cfg, img_size: tuple[int, int] | None = None) -> int:
-    """Multiply-accumulates of one forward pass of a :class:`ViTConfig` model, counted analytically.
-
-    Counts the matmuls and the patch projection (normalisations, softmax and GELU are left out, as
-    in timm's and the papers' tables). ``summarize`` measures the same number with
-    ``torch.utils.flop_counter``; the tests check the two agree.
-
-    Args:
-        cfg: A :class:`ViTConfig`.
-        img_size: Input ``(H, W)``; the training size by default. Sides are padded up to the patch size.
-    """
-    H, W = img_size or cfg.img_size
-    p = cfg.patch_size
-    N = -(-H // p) * -(-W // p)  # patch tokens
-    T = N + cfg.num_prefix_tokens
-    D, M, inner = cfg.embed_dim, cfg.mlp_dim, cfg.num_heads * cfg.head_dim
-    macs = N * p * p * cfg.in_chans * D  # patch projection
-    per_block = T * D * 3 * inner + 2 * T * T * inner + T * inner * D + 2 * T * D * M  # qkv, qk^T and av, proj, mlp
-    macs += cfg.depth * per_block
-    if cfg.global_pool == "map":  # one latent query over the N patch tokens
-        macs += D * D + N * D * 2 * D + 2 * N * D + D * D + 2 * D * M
-    feats = cfg.representation_size or D
-    pooled = T if cfg.global_pool == "" else 1
-    if cfg.representation_size:
-        macs += pooled * D * feats
-    return macs + pooled * feats * cfg.num_classes

@@ -26,15 +26,14 @@ from torch.utils.checkpoint import checkpoint
 
 from ..layers import (
     AttentionPoolLatent,
-    Block,
     LucidPatchEmbed,
     PatchEmbed,
-    drop_path_rates,
     pad_to_multiple,
     resample_grid,
     sincos_2d,
 )
-from .config import ViT1dConfig, ViTConfig
+from .common import VitlabModel, init_linears, layer_indices, make_blocks, reset_all
+from .config import ViTConfig
 
 
 class AttentionOutput(NamedTuple):
@@ -55,52 +54,7 @@ class AttentionOutput(NamedTuple):
     num_prefix_tokens: int
 
 
-def make_blocks(cfg: ViTConfig | ViT1dConfig) -> nn.ModuleList:
-    """The L encoder blocks of a config, stochastic depth rising linearly with depth."""
-    rates = drop_path_rates(cfg.drop_path_rate, cfg.depth)
-    return nn.ModuleList(
-        Block(
-            cfg.embed_dim,
-            cfg.num_heads,
-            cfg.head_dim,
-            cfg.mlp_dim,
-            qkv_bias=cfg.qkv_bias,
-            qk_norm=cfg.qk_norm,
-            init_values=cfg.init_values,
-            drop=cfg.drop_rate,
-            attn_drop=cfg.attn_drop_rate,
-            drop_path=rate,
-            norm_eps=cfg.norm_eps,
-            act=cfg.act,
-        )
-        for rate in rates
-    )
-
-
-def reset_all(model: nn.Module) -> None:
-    """Run every submodule's own ``reset_parameters`` (LayerNorm, Conv, Linear, LayerScale)."""
-    for m in model.modules():
-        if m is not model and hasattr(m, "reset_parameters"):
-            m.reset_parameters()
-
-
-def layer_indices(indices: int | Iterable[int] | None, depth: int) -> list[int]:
-    """Resolve ``None`` (all blocks), ``n`` (the last n) or a list (negatives count from the end)."""
-    if indices is None:
-        return list(range(depth))
-    if isinstance(indices, int):
-        if not 0 < indices <= depth:
-            raise ValueError(f"asked for the last {indices} blocks of a {depth}-block model")
-        return list(range(depth - indices, depth))
-    out = []
-    for i in indices:
-        if not -depth <= i < depth:
-            raise ValueError(f"block index {i} is out of range for a {depth}-block model")
-        out.append(i % depth)
-    return sorted(set(out))
-
-
-class VisionTransformer(nn.Module):
+class VisionTransformer(VitlabModel):
     """Vision Transformer for images, built from a :class:`ViTConfig`.
 
     Args:
@@ -114,6 +68,14 @@ class VisionTransformer(nn.Module):
 
     def __init__(self, cfg: ViTConfig) -> None:
         super().__init__()
+        self._build(cfg)
+        self.init_weights()
+
+    # ------------------------------------------------------------------ set-up
+
+    def _build(self, cfg: ViTConfig) -> None:
+        """Create every module and parameter (uninitialised); a family that adds parts (DeiT's distillation
+        token and head) extends this, so the one :meth:`init_weights` call sees the whole model."""
         self.cfg = cfg
         D = cfg.embed_dim
         self.num_prefix_tokens = cfg.num_prefix_tokens
@@ -160,10 +122,6 @@ class VisionTransformer(nn.Module):
         self.head_drop = nn.Dropout(cfg.head_drop_rate)
         self.head = nn.Linear(self.num_features, cfg.num_classes) if cfg.num_classes else nn.Identity()
 
-        self.init_weights()
-
-    # ------------------------------------------------------------------ set-up
-
     @torch.no_grad()
     def init_weights(self) -> None:
         """(Re-)initialise every parameter as timm does; a no-op for a model on the meta device.
@@ -179,28 +137,30 @@ class VisionTransformer(nn.Module):
         for token in (self.cls_token, self.reg_token):
             if token is not None:
                 nn.init.normal_(token, std=1e-6)
-        for m in self.modules():
-            if isinstance(m, nn.Linear):
-                nn.init.trunc_normal_(m.weight, std=0.02)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
+        init_linears(self)
         if self.attn_pool is not None:
             nn.init.trunc_normal_(self.attn_pool.latent, std=self.cfg.embed_dim**-0.5)
 
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        """Recompute block activations in the backward pass to save memory while training."""
-        self.grad_checkpointing = enable
-
-    def reset_classifier(self, num_classes: int) -> None:
-        """Replace the head with a zero-initialised one for ``num_classes`` (the paper's fine-tuning)."""
-        self.cfg = self.cfg.replace(num_classes=num_classes)
-        ref = next(self.parameters())
-        if num_classes:
-            self.head = nn.Linear(self.num_features, num_classes, device=ref.device, dtype=ref.dtype)
-            nn.init.zeros_(self.head.weight)
-            nn.init.zeros_(self.head.bias)
-        else:
-            self.head = nn.Identity()
+    @torch.no_grad()
+    def with_img_size(self, img_size: int | tuple[int, int]) -> VisionTransformer:
+        """An eval-mode copy built for ``img_size``: learned position tables resampled once (bicubic, as
+        :meth:`grid_pos_embed` does at run time), so the copy holds a constant table (export, fine-tuning)."""
+        h, w = (img_size, img_size) if isinstance(img_size, int) else img_size
+        p = self.cfg.patch_size
+        if h % p or w % p:
+            raise ValueError(f"image size {h}x{w} is not a multiple of the patch size {p}")
+        new = type(self)(self.cfg.replace(img_size=img_size))
+        sd = self.state_dict()
+        gh, gw = new.cfg.grid_size
+        if self.cfg.pos_embed == "learn":
+            prefix = self.pos_embed[:, : self._pos_prefix_slots]  # class/register slots are not on the grid
+            sd["pos_embed"] = torch.cat([prefix, self.grid_pos_embed(gh, gw)], dim=1)
+        elif self.cfg.pos_embed == "learn_2d":
+            gh0, gw0 = self.cfg.grid_size
+            sd["pos_embed_row"] = resample_grid(self.pos_embed_row[None], (gh, 1), (gh0, 1))[0]
+            sd["pos_embed_col"] = resample_grid(self.pos_embed_col[None], (gw, 1), (gw0, 1))[0]
+        new.load_state_dict(sd, strict=True)
+        return new.eval()
 
     # ------------------------------------------------------------------ embedding
 
@@ -242,6 +202,10 @@ class VisionTransformer(nn.Module):
             return sincos_2d(grid_h, grid_w, self.cfg.embed_dim).to(device)[None]
         return None
 
+    def _prefix_tokens(self) -> list[nn.Parameter]:
+        """The learned tokens placed before the patches, in order, each (1, n, D): [CLS], then registers."""
+        return [t for t in (self.cls_token, self.reg_token) if t is not None]
+
     def _add_pos_embed(self, x: torch.Tensor) -> torch.Tensor:
         """Grid tokens (B, h, w, D) -> sequence (B, T, D): positions added, prefix tokens prepended."""
         B, gh, gw, D = x.shape
@@ -249,7 +213,7 @@ class VisionTransformer(nn.Module):
         pos = self.grid_pos_embed(gh, gw)
         if pos is not None:
             x = x + pos.to(x.dtype)
-        prefix = [t for t in (self.cls_token, self.reg_token) if t is not None]
+        prefix = self._prefix_tokens()
         if prefix:
             tokens = torch.cat(prefix, dim=1)  # (1, prefix, D)
             if self.pos_embed is not None and self._pos_prefix_slots:
@@ -368,3 +332,31 @@ class VisionTransformer(nn.Module):
         x, _, maps, grid = self._encode(x, attn=take, reduce=reduce)
         logits = self.forward_head(self.norm(x))
         return AttentionOutput(logits, maps, grid, self.num_prefix_tokens)
+
+
+def analytic_macs(cfg: ViTConfig, img_size: tuple[int, int] | None = None) -> int:
+    """Multiply-accumulates of one forward pass of a :class:`ViTConfig` model, counted analytically.
+
+    Counts the matmuls and the patch projection (normalisations, softmax and GELU are left out, as
+    in timm's and the papers' tables). ``VitlabModel.count_macs`` measures the same number
+    with ``torch.utils.flop_counter``; the tests check the two agree (a cross-check of the counter).
+
+    Args:
+        cfg: A :class:`ViTConfig`.
+        img_size: Input ``(H, W)``; the training size by default. Sides are padded up to the patch size.
+    """
+    H, W = img_size or cfg.img_size
+    p = cfg.patch_size
+    N = -(-H // p) * -(-W // p)  # patch tokens
+    T = N + cfg.num_prefix_tokens
+    D, M, inner = cfg.embed_dim, cfg.mlp_dim, cfg.num_heads * cfg.head_dim
+    macs = N * p * p * cfg.in_chans * D  # patch projection
+    per_block = T * D * 3 * inner + 2 * T * T * inner + T * inner * D + 2 * T * D * M  # qkv, qk^T and av, proj, mlp
+    macs += cfg.depth * per_block
+    if cfg.global_pool == "map":  # one latent query over the N patch tokens
+        macs += D * D + N * D * 2 * D + 2 * N * D + D * D + 2 * D * M
+    feats = cfg.representation_size or D
+    pooled = T if cfg.global_pool == "" else 1
+    if cfg.representation_size:
+        macs += pooled * D * feats
+    return macs + pooled * feats * cfg.num_classes

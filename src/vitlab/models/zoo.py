@@ -1,12 +1,24 @@
-"""Named model sizes and variants as data (big_vision's ``decode_variant``, timm's names).
+"""Named models as data (big_vision's ``decode_variant``, timm's names): one row per name.
 
-A name is a row: a size (width, depth, heads, MLP width), a patch size, a training image size and
-any other config fields. :func:`vitlab.create_model` turns a row into a :class:`ViTConfig`.
+A row names its architecture (a key of the registry's table: ``"vit"``, ``"vit_1d"``, ...)
+and the config fields of that architecture's config. :func:`vitlab.create_model` turns a row into
+a config and a model. ViT rows are written as a size (width, depth, heads, MLP width), a patch size,
+a training image size and any other fields.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
+
+
+class ModelRow(NamedTuple):
+    """One named model: its architecture, its config fields and a note for ``vitlab models``."""
+
+    name: str
+    architecture: str
+    fields: dict[str, Any]
+    note: str = ""
+
 
 # Width D, depth L, heads; MLP width is 4D unless given (paper Table 1; giant/gigantic from
 # Zhai et al. 2022, "Scaling Vision Transformers").
@@ -25,7 +37,7 @@ _MNIST = dict(in_chans=1, num_classes=10)
 _CIFAR = dict(num_classes=10)
 
 # (name, size, patch, image size, other config fields, note). Names follow timm where timm has the model.
-MODEL_TABLE: list[tuple[str, str, int, int, dict[str, Any], str]] = [
+_VIT_ROWS: list[tuple[str, str, int, int, dict[str, Any], str]] = [
     ("vit_tiny_patch16_224", "tiny", 16, 224, {}, "DeiT-Ti size"),
     ("vit_tiny_patch16_384", "tiny", 16, 384, {}, ""),
     ("vit_small_patch8_224", "small", 8, 224, {}, ""),
@@ -86,9 +98,42 @@ MODEL_TABLE: list[tuple[str, str, int, int, dict[str, Any], str]] = [
 ]
 
 
-def model_fields(name: str) -> dict[str, Any]:
-    """The config fields of a named model (raises KeyError for an unknown name)."""
-    for row_name, size, patch, img, extra, _ in MODEL_TABLE:
-        if row_name == name:
-            return {**SIZES[size], "patch_size": patch, "img_size": img, **extra}
+# The 1-D ViT for sequences: lucidrains' README example, and a tiny one.
+_VIT_1D_ROWS = [
+    ModelRow(
+        "vit_1d_lucid_patch16_256",
+        "vit_1d",
+        dict(
+            seq_len=256,
+            patch_size=16,
+            channels=3,
+            num_classes=1000,
+            embed_dim=1024,
+            depth=6,
+            num_heads=8,
+            head_dim=64,
+            mlp_dim=2048,
+            qkv_bias=False,
+            norm_eps=1e-5,
+            patch_norm=True,
+        ),
+        "vit-pytorch's vit_1d README example",
+    ),
+    ModelRow("vit_1d_tiny_patch16_256", "vit_1d", dict(seq_len=256, patch_size=16, **SIZES["tiny"])),
+]
+
+MODEL_TABLE: list[ModelRow] = [
+    *(
+        ModelRow(name, "vit", {**SIZES[size], "patch_size": patch, "img_size": img, **extra}, note)
+        for name, size, patch, img, extra, note in _VIT_ROWS
+    ),
+    *_VIT_1D_ROWS,
+]
+
+
+def find_row(name: str) -> ModelRow:
+    """The row of a named model (raises KeyError for an unknown name)."""
+    for row in MODEL_TABLE:
+        if row.name == name:
+            return row
     raise KeyError(name)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from ..models import VisionTransformer
-from ..models.vit import layer_indices
+from ..models.common import layer_indices
 from .maps import HEAD_FUSIONS, Rollout, fuse_heads, mean_attention_distance, prefix_share, to_grid, token_map
 
 METHODS = ("raw", "rollout")
@@ -54,6 +54,8 @@ def shown_query(model: VisionTransformer) -> tuple[bool, str]:
 def _prefix_note(model: VisionTransformer) -> str:
     regs = model.cfg.reg_tokens
     parts = (["the [CLS] token"] if model.cfg.class_token else []) + ([f"{regs} register tokens"] if regs else [])
+    if getattr(model.cfg, "distilled", False):  # DeiT: [CLS, DIST, patches]
+        parts.insert(1, "the distillation token")
     return f"; attention to {' and '.join(parts)} is not on the map" if parts else ""
 
 

@@ -12,9 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from ..layers import resample_abs_pos_embed, resample_grid
-from ..models import VisionTransformer, ViTConfig
+from ..models import ViTConfig
 from .io import CheckpointError
 
 log = logging.getLogger(__name__)
@@ -103,9 +104,15 @@ def adapt_pos_embed(
     return sd
 
 
-def load_into(
-    model: VisionTransformer, sd: dict[str, torch.Tensor], report: LoadReport, new_head: bool = False
-) -> None:
+def classifier_keys(model: nn.Module) -> set[str]:
+    """State-dict keys of the model's classifier(s) (``get_classifier()``; DeiT-distilled has two)."""
+    heads = model.get_classifier()
+    heads = heads if isinstance(heads, tuple) else (heads,)
+    names = [name for name, m in model.named_modules() if any(m is h for h in heads)]
+    return {k for k in model.state_dict() if any(k.startswith(n + ".") for n in names)}
+
+
+def load_into(model: nn.Module, sd: dict[str, torch.Tensor], report: LoadReport, new_head: bool = False) -> None:
     """Strictly load ``sd``: every missing, unexpected or mis-shaped key is an error naming it.
 
     Args:
@@ -117,13 +124,14 @@ def load_into(
     """
     expected = model.state_dict()
     if new_head:
-        dropped = [k for k in sd if k.startswith("head.")]
+        old = classifier_keys(model)
+        dropped = [k for k in sd if k in old or k.startswith("head.")]
         for k in dropped:
             del sd[k]
         with torch.no_grad():
             model.reset_classifier(model.cfg.num_classes)
         expected = model.state_dict()
-        head_keys = {k for k in expected if k.startswith("head.")}
+        head_keys = classifier_keys(model)
         report.note(
             f"replaced the classifier head with a zero-initialised one for {model.cfg.num_classes} classes"
             + (f" (dropped {', '.join(sorted(dropped))})" if dropped else "")
@@ -147,7 +155,7 @@ def load_into(
             parts.append("unexpected: " + ", ".join(unexpected[:10]) + (" ..." if len(unexpected) > 10 else ""))
         raise CheckpointError(
             f"{report.path}: the weights ({report.format}) do not fit the model "
-            f"(D={model.cfg.embed_dim}, depth={model.cfg.depth}, patch={model.cfg.patch_size}): " + "; ".join(parts)
+            f"({model.cfg.describe()}): " + "; ".join(parts)
         )
     sd = {k: v.to(dtype=expected[k].dtype if v.is_floating_point() else v.dtype) for k, v in sd.items()}
     model.load_state_dict(sd, strict=not new_head)

@@ -67,24 +67,36 @@ def read(
     """
     config = read_json(path / "config.json")
     fields = fields_from_config(config, path)
-    if (path / "model.safetensors").is_file():
-        raw, _ = read_safetensors(path / "model.safetensors")
-    elif (path / "pytorch_model.bin").is_file():
-        raw = read_pickle(path / "pytorch_model.bin")
-    else:
-        raise CheckpointError(f"{path}: has config.json but neither model.safetensors nor pytorch_model.bin")
-    sd = convert(raw, fields, path, report)
+    sd = convert(read_tensors(path), fields, path, report)
     fields["num_classes"] = sd["head.weight"].shape[0] if "head.weight" in sd else 0
     if "pre_logits.fc.weight" in sd:
         fields["representation_size"] = sd["pre_logits.fc.weight"].shape[0]
         report.note("ViTModel pooler (dense + tanh) mapped to the pre-logits layer")
-    names = None
+    names = class_names_from(config, fields["num_classes"])
+    return sd, fields, preprocessing_from(path, fields["in_chans"]), names
+
+
+def model_type(path: Path) -> str:
+    """The ``model_type`` of a Hugging Face directory's ``config.json`` (``"vit"``, ``"swin"``, ...)."""
+    return str(read_json(path / "config.json").get("model_type", "vit"))
+
+
+def read_tensors(path: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a Hugging Face directory, under their own names (safetensors, else a safe pickle)."""
+    if (path / "model.safetensors").is_file():
+        return read_safetensors(path / "model.safetensors")[0]
+    if (path / "pytorch_model.bin").is_file():
+        return read_pickle(path / "pytorch_model.bin")
+    raise CheckpointError(f"{path}: has config.json but neither model.safetensors nor pytorch_model.bin")
+
+
+def class_names_from(config: dict[str, Any], num_classes: int) -> list[str] | None:
+    """The ``id2label`` names, unless they are transformers' placeholders (``LABEL_0``, ...)."""
     labels = config.get("id2label") or {}
-    if fields["num_classes"] and len(labels) == fields["num_classes"]:
-        ordered = [labels.get(str(i), labels.get(i)) for i in range(len(labels))]
-        if not all(str(n).startswith("LABEL_") for n in ordered):
-            names = [str(n) for n in ordered]
-    return sd, fields, _preprocessing(path, fields), names
+    if not num_classes or len(labels) != num_classes:
+        return None
+    ordered = [labels.get(str(i), labels.get(i)) for i in range(len(labels))]
+    return None if all(str(n).startswith("LABEL_") for n in ordered) else [str(n) for n in ordered]
 
 
 def fields_from_config(config: dict[str, Any], path: Path) -> dict[str, Any]:
@@ -119,17 +131,23 @@ def fields_from_config(config: dict[str, Any], path: Path) -> dict[str, Any]:
         raise CheckpointError(f"{path}: config.json lacks {err.args[0]!r}") from None
 
 
-def _preprocessing(path: Path, fields: dict[str, Any]) -> Preprocessing | None:
+def preprocessing_from(path: Path, channels: int) -> Preprocessing | None:
+    """The preprocessing of ``preprocessor_config.json`` (ViT/DeiT/BEiT/Swin image processors), if there is one."""
     file = path / "preprocessor_config.json"
     if not file.is_file():
         return None
     p = read_json(file)
     size = p.get("size", {})
     h, w = (size.get("height", 224), size.get("width", 224)) if isinstance(size, dict) else (size, size)
-    c = fields["in_chans"]
+    crop = p.get("crop_size") if p.get("do_center_crop") else None
+    crop_pct = 1.0  # ViTImageProcessor resizes straight to size, no crop
+    if isinstance(crop, dict) and crop.get("height"):  # DeiT/BEiT processors: resize, then centre-crop
+        crop_pct = crop["height"] / h
+        h, w = crop["height"], crop["width"]
+    c = channels
     return Preprocessing(
         input_size=(c, h, w),
-        crop_pct=1.0,  # ViTImageProcessor resizes straight to size, no crop
+        crop_pct=crop_pct,
         interpolation=_RESAMPLE.get(p.get("resample", 2), "bilinear"),
         mean=tuple(p.get("image_mean", (0.5,) * c)),
         std=tuple(p.get("image_std", (0.5,) * c)),
@@ -212,10 +230,27 @@ def export(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     classify = cfg.num_classes > 0
-    prefix = "vit." if classify else ""
+    tensors = to_hf_tensors(model.state_dict(), "vit." if classify else "")
+    labels = class_names or [f"LABEL_{i}" for i in range(cfg.num_classes)]
+    config = {
+        "architectures": ["ViTForImageClassification" if classify else "ViTModel"],
+        "model_type": "vit",
+        **config_fields(cfg),
+    }
+    if classify:
+        config.update(labels_config(labels))
+    write_dir(out, tensors, config, preprocessing or Preprocessing.for_config(cfg, crop_pct=1.0))
+    return out
+
+
+def to_hf_tensors(state_dict: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    """A ViT state dict in vitlab names -> the v4 Hugging Face names (``qkv`` split into query/key/value).
+
+    ``prefix`` goes before the encoder's names (``"vit."`` under a classifier); the head becomes ``classifier``.
+    """
     inverse = {v: k for k, v in _TOP.items()}
     tensors: dict[str, torch.Tensor] = {}
-    for key, value in model.state_dict().items():
+    for key, value in state_dict.items():
         m = re.match(r"blocks\.(\d+)\.(.+)$", key)
         if m:
             i, rest = m.groups()
@@ -236,10 +271,12 @@ def export(
         else:
             name = inverse[key]
             tensors[name if name.startswith("classifier") else prefix + name] = value
-    labels = class_names or [f"LABEL_{i}" for i in range(cfg.num_classes)]
-    config = {
-        "architectures": ["ViTForImageClassification" if classify else "ViTModel"],
-        "model_type": "vit",
+    return tensors
+
+
+def config_fields(cfg: ViTConfig) -> dict[str, Any]:
+    """The architecture entries of a ViT-like ``config.json`` (ViT's and DeiT's share them)."""
+    return {
         "hidden_size": cfg.embed_dim,
         "num_hidden_layers": cfg.depth,
         "num_attention_heads": cfg.num_heads,
@@ -257,19 +294,35 @@ def export(
         "pooler_act": "tanh",
         "initializer_range": 0.02,
     }
-    if classify:
-        config["id2label"] = {str(i): n for i, n in enumerate(labels)}
-        config["label2id"] = {n: i for i, n in enumerate(labels)}
+
+
+def labels_config(labels: list[str]) -> dict[str, Any]:
+    """``id2label`` / ``label2id`` entries of a ``config.json``."""
+    return {"id2label": {str(i): n for i, n in enumerate(labels)}, "label2id": {n: i for i, n in enumerate(labels)}}
+
+
+def write_dir(
+    out: Path,
+    tensors: dict[str, torch.Tensor],
+    config: dict[str, Any],
+    pre: Preprocessing,
+    processor: str = "ViTImageProcessor",
+) -> None:
+    """Write ``model.safetensors``, ``config.json`` and ``preprocessor_config.json`` (each atomically).
+
+    The image processor resizes straight to the model's size (``crop_pct`` is not expressible in a
+    ``ViTImageProcessor``; it is kept as a centre crop for processors that have one).
+    """
     from safetensors.torch import save_file
 
+    out.mkdir(parents=True, exist_ok=True)
     with atomic_path(out / "model.safetensors") as tmp:
         save_file({k: v.detach().contiguous() for k, v in tensors.items()}, str(tmp), metadata={"format": "pt"})
     write_json(config, out / "config.json")
-    pre = preprocessing or Preprocessing.for_config(cfg, crop_pct=1.0)
     inverse_resample = {v: k for k, v in _RESAMPLE.items()}
     write_json(
         {
-            "image_processor_type": "ViTImageProcessor",
+            "image_processor_type": processor,
             "do_resize": True,
             "size": {"height": pre.input_size[1], "width": pre.input_size[2]},
             "resample": inverse_resample[pre.interpolation],
@@ -281,4 +334,3 @@ def export(
         },
         out / "preprocessor_config.json",
     )
-    return out

@@ -63,10 +63,14 @@ class Preprocessing:
             raise ValueError(f"preprocessing: unknown interpolation {self.interpolation!r}")
 
     @classmethod
-    def for_config(cls, cfg: Any, **changes: Any) -> Preprocessing:
-        """timm's ViT defaults (mean = std = 0.5, crop 0.9, bicubic) at the model's size and channels."""
-        c = cfg.in_chans
-        base = dict(input_size=(c, *cfg.img_size), mean=(0.5,) * c, std=(0.5,) * c)
+    def for_config(cls, cfg: Any, **changes: Any) -> Preprocessing | None:
+        """timm's ViT defaults (mean = std = 0.5, crop 0.9, bicubic) at the model's size and channels;
+        None for a model whose inputs are not images (a 1-D sequence model)."""
+        shape = tuple(cfg.input_shape)
+        if len(shape) != 3:
+            return None
+        c = shape[0]
+        base = dict(input_size=shape, mean=(0.5,) * c, std=(0.5,) * c)
         return cls(**{**base, **changes})
 
 
@@ -75,16 +79,18 @@ class CheckpointMeta:
     """What travels with vitlab weights besides the tensors."""
 
     config: dict[str, Any]
-    preprocessing: Preprocessing
+    preprocessing: Preprocessing | None  # None for models whose inputs are not images
     class_names: list[str] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    architecture: str = "vit"  # the registry's family name; files written before it was recorded are ViTs
 
     def to_json(self) -> str:
         return json.dumps(
             {
                 "format_version": FORMAT_VERSION,
+                "architecture": self.architecture,
                 "config": self.config,
-                "preprocessing": asdict(self.preprocessing),
+                "preprocessing": asdict(self.preprocessing) if self.preprocessing else None,
                 "class_names": self.class_names,
                 "extra": self.extra,
             }
@@ -94,11 +100,13 @@ class CheckpointMeta:
     def from_json(cls, text: str, path: Path) -> CheckpointMeta:
         try:
             data = json.loads(text)
+            pre = data["preprocessing"]
             return cls(
                 config=data["config"],
-                preprocessing=Preprocessing(**data["preprocessing"]),
+                preprocessing=Preprocessing(**pre) if pre is not None else None,
                 class_names=data.get("class_names"),
                 extra=data.get("extra") or {},
+                architecture=data.get("architecture", "vit"),
             )
         except (ValueError, KeyError, TypeError) as err:
             raise CheckpointError(f"{path}: the vitlab metadata in this file is damaged ({err})") from None

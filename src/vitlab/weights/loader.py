@@ -20,9 +20,20 @@ from typing import Any
 
 import torch
 
-from ..models import UnknownModelError, VisionTransformer, ViTConfig, create_model, get_config
+from ..models import (
+    ModelConfig,
+    UnknownModelError,
+    VisionTransformer,
+    ViTConfig,
+    VitlabModel,
+    build_model,
+    config_from_dict,
+    create_model,
+    get_config,
+)
 from . import hf, jax, timm, vit_pytorch
 from .adapt import LoadReport, adapt_pos_embed, load_into, strip_prefixes, unwrap
+from .families import family_of_hf, family_of_timm
 from .io import (
     METADATA_KEY,
     CheckpointError,
@@ -54,6 +65,7 @@ class Checkpoint:
     preprocessing: Preprocessing | None = None
     class_names: list[str] | None = None
     interpolation: str = "bicubic"  # for resampling positions; JAX resizes bilinearly
+    architecture: str = "vit"  # the registry's family name
 
 
 def _kind(path: Path) -> str:
@@ -116,6 +128,15 @@ def read_checkpoint(path: str | os.PathLike, format: str | None = None) -> Check
             )
         _expect(format, "hf", path, "a Hugging Face model directory")
         report.format = "hf"
+        kind = hf.model_type(path)
+        family = family_of_hf(kind)
+        if family is not None and family.read_hf is not None:
+            sd, fields, pre, names = family.read_hf(path, report)
+            return Checkpoint(
+                sd, "hf", report, certain=fields, preprocessing=pre, class_names=names, architecture=family.architecture
+            )
+        if kind != "vit":
+            raise CheckpointError(f"{path}: a Hugging Face {kind!r} model, which vitlab does not read")
         sd, fields, pre, names = hf.read(path, report)
         return Checkpoint(sd, "hf", report, certain=fields, preprocessing=pre, class_names=names)
 
@@ -134,7 +155,13 @@ def read_checkpoint(path: str | os.PathLike, format: str | None = None) -> Check
         if meta is not None and format in (None, "vitlab"):
             report.format = "vitlab"
             return Checkpoint(
-                raw, "vitlab", report, meta=meta, preprocessing=meta.preprocessing, class_names=meta.class_names
+                raw,
+                "vitlab",
+                report,
+                meta=meta,
+                preprocessing=meta.preprocessing,
+                class_names=meta.class_names,
+                architecture=meta.architecture,
             )
         if format == "vitlab":
             raise CheckpointError(f"{path}: a safetensors file without vitlab metadata; try --from timm")
@@ -147,6 +174,11 @@ def read_checkpoint(path: str | os.PathLike, format: str | None = None) -> Check
         )
 
     sd = strip_prefixes(unwrap(raw, path, report), report)
+    family = family_of_timm(sd) if format in (None, "timm", "deit") else None
+    if family is not None:  # another family in timm's names (DeiT distilled, Swin, BEiT, ...)
+        report.format = format or "timm"
+        sd, certain, assumed = family.infer_timm(sd, report)
+        return Checkpoint(sd, report.format, report, certain=certain, assumed=assumed, architecture=family.architecture)
     detected, why = _classify(sd)
     chosen = format or detected
     if chosen is None:
@@ -174,18 +206,22 @@ def _expect(given: str | None, actual: str, path: Path, what: str) -> None:
 class Loaded:
     """A model with what came with its weights."""
 
-    model: VisionTransformer
-    preprocessing: Preprocessing
+    model: VitlabModel
+    preprocessing: Preprocessing | None  # None for models whose inputs are not images
     class_names: list[str] | None
     report: LoadReport
     source_format: str
+
+    @property
+    def architecture(self) -> str:
+        return self.model.architecture
 
 
 def load_checkpoint(
     path: str | os.PathLike,
     *,
     format: str | None = None,
-    model: str | ViTConfig | None = None,
+    model: str | ModelConfig | None = None,
     img_size: int | tuple[int, int] | None = None,
     num_classes: int | None = None,
     **overrides: Any,
@@ -208,6 +244,8 @@ def load_checkpoint(
         CheckpointError: the file is unreadable, refused, of an unknown format, or does not fit (named).
     """
     ck = read_checkpoint(path, format)
+    if ck.architecture != "vit" or (model is not None and _architecture(model) != "vit"):
+        return _load_family(ck, Path(path), model, img_size, num_classes, overrides)
     fields: dict[str, Any] = dict(ck.assumed)
     if ck.meta is not None:
         fields.update(ck.meta.config)
@@ -255,8 +293,61 @@ def load_checkpoint(
     if pre.input_size[1:] != cfg.img_size:
         pre = Preprocessing(**{**pre.__dict__, "input_size": (pre.input_size[0], *cfg.img_size)})
     names = None if new_head else ck.class_names
-    net.preprocessing, net.class_names = pre, names  # travel with the model (predict, save)
     return Loaded(net, pre, names, ck.report, ck.format)
+
+
+def _architecture(model: str | ModelConfig) -> str:
+    return (get_config(model) if isinstance(model, str) else model).architecture
+
+
+def _load_family(
+    ck: Checkpoint,
+    path: Path,
+    model: str | ModelConfig | None,
+    img_size: int | tuple[int, int] | None,
+    num_classes: int | None,
+    overrides: dict[str, Any],
+) -> Loaded:
+    """Any family: build the file's own config, load strictly, then adapt (new size, new head).
+
+    The config is the file's certain facts over a named model over the format's guesses. Adapting after
+    the strict load goes through the model's own ``with_img_size`` and ``reset_classifier``.
+    """
+    arch = ck.architecture
+    fields: dict[str, Any] = dict(ck.assumed)
+    if ck.meta is not None:
+        fields.update(ck.meta.config)
+    if model is not None:
+        named = get_config(model) if isinstance(model, str) else model
+        if named.architecture != arch:
+            given = model if isinstance(model, str) else "the given config"
+            raise CheckpointError(f"{path}: the weights are a {arch!r} model, but {given} is a {named.architecture!r}")
+        fields.update(named.to_dict())
+    fields.update(ck.certain)
+    fields.update(overrides)
+    try:
+        cfg = config_from_dict(arch, fields)
+    except ValueError as err:
+        raise CheckpointError(f"{path}: {err}") from None
+    net = build_model(cfg)  # on the CPU: non-persistent buffers (index tables, masks) must be computed
+    load_into(net, dict(ck.state_dict), ck.report)
+    names = ck.class_names
+    if img_size is not None and tuple(_pair(img_size)) != tuple(cfg.input_shape[1:]):
+        net = net.with_img_size(img_size)
+        ck.report.note(f"rebuilt for {net.input_shape[1]}x{net.input_shape[2]} inputs (the model's own resampling)")
+    if num_classes is not None and num_classes != cfg.num_classes:
+        with torch.no_grad():
+            net.reset_classifier(num_classes)
+        names = None
+        ck.report.note(f"replaced the classifier head with a zero-initialised one for {num_classes} classes")
+    pre = ck.preprocessing or Preprocessing.for_config(net.cfg)
+    if pre is not None and tuple(pre.input_size) != tuple(net.input_shape):
+        pre = Preprocessing(**{**pre.__dict__, "input_size": tuple(net.input_shape)})
+    return Loaded(net.eval(), pre, names, ck.report, ck.format)
+
+
+def _pair(size: int | tuple[int, int]) -> tuple[int, int]:
+    return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
 
 
 def load_model(name_or_path: str | os.PathLike, seed: int = 0, **load_kwargs: Any) -> Loaded:
@@ -284,40 +375,45 @@ def load_model(name_or_path: str | os.PathLike, seed: int = 0, **load_kwargs: An
     return Loaded(model, Preprocessing.for_config(model.cfg), None, report, "none")
 
 
-def load_pretrained(path: str | os.PathLike, **kwargs: Any) -> VisionTransformer:
-    """Like :func:`load_checkpoint`, returning only the model (with ``.preprocessing`` and ``.class_names``)."""
+def load_pretrained(path: str | os.PathLike, **kwargs: Any) -> VitlabModel:
+    """Like :func:`load_checkpoint`, returning only the model (the preprocessing and class names are in
+    :func:`load_checkpoint`'s result)."""
     return load_checkpoint(path, **kwargs).model
 
 
 def save(
-    model: VisionTransformer,
+    model: VitlabModel,
     path: str | os.PathLike,
     preprocessing: Preprocessing | None = None,
     class_names: list[str] | None = None,
     extra: dict[str, Any] | None = None,
 ) -> Path:
-    """Save in vitlab's format: one ``.safetensors`` file with the config, preprocessing and class names.
+    """Save in vitlab's format: one ``.safetensors`` file with the architecture, config, preprocessing
+    (timm's defaults for the model when not given) and class names.
 
     The file alone rebuilds the model (``vitlab.load_pretrained(path)``). Written atomically.
     """
     path = Path(path)
     if path.suffix != _SAFETENSORS_SUFFIX:
         raise ValueError(f"{path}: vitlab checkpoints are .safetensors files")
-    pre = preprocessing or getattr(model, "preprocessing", None) or Preprocessing.for_config(model.cfg)
-    names = class_names if class_names is not None else getattr(model, "class_names", None)
+    pre = preprocessing or Preprocessing.for_config(model.cfg)
+    names = class_names
     if names is not None and len(names) != model.cfg.num_classes:
         raise ValueError(f"{len(names)} class names for a model with {model.cfg.num_classes} classes")
-    meta = CheckpointMeta(model.cfg.to_dict(), pre, list(names) if names else None, extra or {})
+    meta = CheckpointMeta(
+        model.cfg.to_dict(), pre, list(names) if names else None, extra or {}, architecture=model.architecture
+    )
     write_safetensors(model.state_dict(), path, {METADATA_KEY: meta.to_json(), "format": "pt"})
     return path
 
 
-def export_timm(model: VisionTransformer, path: str | os.PathLike) -> dict[str, Any]:
-    """Write a state dict that timm's ``VisionTransformer(**kwargs)`` loads strictly; returns those kwargs.
+def export_timm(model: VitlabModel, path: str | os.PathLike) -> dict[str, Any]:
+    """Write a state dict that timm's model loads strictly; for a ViT, returns the arguments of timm's
+    ``VisionTransformer(**kwargs)`` (other families are in timm's names already: empty).
 
     ``.safetensors`` (default) or ``.pth``/``.bin`` (a plain pickle of tensors). Written atomically.
     """
-    kwargs = timm.timm_kwargs(model.cfg)
+    kwargs = timm.timm_kwargs(model.cfg) if model.architecture == "vit" else {}
     path = Path(path)
     sd = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
     if path.suffix in (".pth", ".pt", ".bin"):

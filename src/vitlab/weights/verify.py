@@ -20,7 +20,8 @@ from pathlib import Path
 
 import torch
 
-from ..models import VisionTransformer, ViTConfig
+from ..models import ModelConfig, ViTConfig, VitlabModel
+from .families import FAMILIES
 from .timm import timm_kwargs
 
 TOLERANCE = 1e-4  # fp32, logits
@@ -59,14 +60,14 @@ class Reference:
     skipped: str | None = None
 
 
-def probe_input(model: VisionTransformer, batch: int = 2) -> torch.Tensor:
+def probe_input(model: VitlabModel, batch: int = 2) -> torch.Tensor:
     """A fixed random batch at the model's size (seeded, so reruns compare the same numbers)."""
     g = torch.Generator().manual_seed(0)
-    return torch.randn(batch, model.cfg.in_chans, *model.cfg.img_size, generator=g)
+    return torch.randn(batch, *model.input_shape, generator=g)
 
 
 @torch.no_grad()
-def output_of(model: VisionTransformer, x: torch.Tensor, kind: str = "logits") -> torch.Tensor:
+def output_of(model: VitlabModel, x: torch.Tensor, kind: str = "logits") -> torch.Tensor:
     """The vitlab output that a reference of ``kind`` is compared with."""
     model.eval()
     return model.forward_features(x) if kind == "features" else model(x)
@@ -93,19 +94,33 @@ def _timm_model(cfg: ViTConfig) -> torch.nn.Module:
 
 
 @torch.no_grad()
-def run_timm_file(path: Path, cfg: ViTConfig, x: torch.Tensor, deit: bool = False) -> Reference:
+def run_timm_file(path: Path, cfg: ModelConfig, x: torch.Tensor, deit: bool = False) -> Reference:
     """timm reads the file (its ``load_state_dict`` unwraps ``model``/``state_dict`` and strips ``module.``),
-    its ``checkpoint_filter_fn`` renames DeiT III's ``gamma_1/2``, and its ViT loads the result strictly."""
+    its ``checkpoint_filter_fn`` renames DeiT III's ``gamma_1/2``, and its model loads the result strictly.
+
+    Other families: the family's registered timm model (``FamilyFormats.timm_model``) loads the file's
+    tensors strictly (they are in timm's names)."""
     if why := _missing("timm"):
         return Reference("timm", None, skipped=why)
     from timm.models import load_state_dict
+
+    sd = load_state_dict(str(path), weights_only=True)  # pickles were already vetted by vitlab's safe reader
+    if cfg.architecture != "vit":
+        family = FAMILIES.get(cfg.architecture)
+        if family is None or family.timm_model is None:
+            return Reference("timm", None, skipped=f"timm has no {cfg.architecture!r} model to compare with")
+        try:
+            ref = family.timm_model(cfg).eval()
+        except ValueError as err:  # timm cannot express this config (the family says why)
+            return Reference("timm", None, skipped=str(err))
+        ref.load_state_dict(sd, strict=True)
+        return Reference("timm", ref(x))
     from timm.models.vision_transformer import checkpoint_filter_fn
 
     try:
         ref = _timm_model(cfg)
     except ValueError as err:
         return Reference("timm", None, skipped=str(err))
-    sd = load_state_dict(str(path), weights_only=True)  # pickles were already vetted by vitlab's safe reader
     ref.load_state_dict(checkpoint_filter_fn(sd, ref, adapt_layer_scale=deit), strict=True)
     return Reference("timm", ref(x))
 
@@ -124,15 +139,21 @@ def run_timm_state_dict(state_dict: dict[str, torch.Tensor], cfg: ViTConfig, x: 
 
 
 @torch.no_grad()
-def run_hf_dir(path: Path, cfg: ViTConfig, x: torch.Tensor) -> Reference:
+def run_hf_dir(path: Path, cfg: ModelConfig, x: torch.Tensor) -> Reference:
     """transformers' ``from_pretrained`` on the directory: the classifier if the model has a head, else
-    ``ViTModel`` (its pooler output when the weights have a pre-logits layer, else all tokens)."""
+    ``ViTModel`` (its pooler output when the weights have a pre-logits layer, else all tokens).
+    Other families: their registered ``FamilyFormats.hf_logits``."""
     if why := _missing("transformers"):
         return Reference("transformers", None, skipped=why)
     import transformers
 
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
+    if cfg.architecture != "vit":
+        family = FAMILIES.get(cfg.architecture)
+        if family is None or family.hf_logits is None:
+            return Reference("transformers", None, skipped=f"no transformers model for {cfg.architecture!r}")
+        return Reference("transformers", family.hf_logits(path, x))
     if cfg.num_classes:
         ref = transformers.ViTForImageClassification.from_pretrained(path).eval()
         return Reference("transformers", ref(pixel_values=x).logits)
@@ -200,8 +221,10 @@ SOURCE_RUNNERS: dict[str, Callable[[Path, ViTConfig, torch.Tensor], Reference]] 
 }
 
 
-def run_source(path: Path, source_format: str, cfg: ViTConfig, x: torch.Tensor) -> Reference:
+def run_source(path: Path, source_format: str, cfg: ModelConfig, x: torch.Tensor) -> Reference:
     """The source file run by the library it came from, or a skipped reference saying why there is none."""
+    if cfg.architecture != "vit" and source_format not in ("timm", "deit", "hf"):
+        return Reference(source_format, None, skipped=f"no reference library reads {source_format!r} files")
     runner = SOURCE_RUNNERS.get(source_format)
     if runner is None:
         return Reference(source_format, None, skipped=f"no reference library reads {source_format!r} files")
@@ -209,7 +232,7 @@ def run_source(path: Path, source_format: str, cfg: ViTConfig, x: torch.Tensor) 
 
 
 @torch.no_grad()
-def against_model(model: VisionTransformer, other: VisionTransformer, name: str) -> Check:
+def against_model(model: VitlabModel, other: VitlabModel, name: str) -> Check:
     """Compare two vitlab models on a seeded random batch (e.g. a model and its copy)."""
     x = probe_input(model)
     return compare(name, output_of(other, x), Reference("vitlab", output_of(model, x)))
