@@ -246,15 +246,17 @@ def load_checkpoint(
     ck = read_checkpoint(path, format)
     if ck.architecture != "vit" or (model is not None and _architecture(model) != "vit"):
         return _load_family(ck, Path(path), model, img_size, num_classes, overrides)
+    # Precedence: what the file records (a vitlab file's config, the shapes) over a named model, which only
+    # fills in what the file does not record, over the format's guesses.
     fields: dict[str, Any] = dict(ck.assumed)
-    if ck.meta is not None:
-        fields.update(ck.meta.config)
     if model is not None:
         fields.update((get_config(model) if isinstance(model, str) else model).to_dict())
         if "num_heads" in ck.assumed:  # the named model settles what the weights could not tell
             ck.report.notes[:] = [n for n in ck.report.notes if not n.startswith("num_heads=")]
             source = model if isinstance(model, str) else "the given config"
             ck.report.note(f"num_heads={fields['num_heads']} from {source} (the weights do not record it)")
+    if ck.meta is not None:
+        fields.update(ck.meta.config)
     fields.update(ck.certain)
     src = ViTConfig.from_dict(fields) if fields.get("num_heads") else None
     fields.update(overrides)
@@ -315,14 +317,14 @@ def _load_family(
     """
     arch = ck.architecture
     fields: dict[str, Any] = dict(ck.assumed)
-    if ck.meta is not None:
-        fields.update(ck.meta.config)
     if model is not None:
         named = get_config(model) if isinstance(model, str) else model
         if named.architecture != arch:
             given = model if isinstance(model, str) else "the given config"
             raise CheckpointError(f"{path}: the weights are a {arch!r} model, but {given} is a {named.architecture!r}")
         fields.update(named.to_dict())
+    if ck.meta is not None:  # what the file records wins over the named model
+        fields.update(ck.meta.config)
     fields.update(ck.certain)
     fields.update(overrides)
     try:
