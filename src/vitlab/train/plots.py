@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from ..weights.io import atomic_path
+from .rundir import read_metrics
 
 
 def plot_curves(metrics: Path, out: Path) -> None:
@@ -15,7 +15,7 @@ def plot_curves(metrics: Path, out: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    records = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+    records = read_metrics(metrics)
     train = [r for r in records if "train_loss" in r]
     val = [r for r in records if "val_acc" in r]
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))

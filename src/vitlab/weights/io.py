@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
 import pickle
@@ -64,14 +65,18 @@ class Preprocessing:
 
     @classmethod
     def for_config(cls, cfg: Any, **changes: Any) -> Preprocessing | None:
-        """timm's ViT defaults (mean = std = 0.5, crop 0.9, bicubic) at the model's size and channels;
-        None for a model whose inputs are not images (a 1-D sequence model)."""
+        """timm's ViT defaults (mean = std = 0.5, crop 0.9, bicubic) at the model's size and channels, or the
+        family's own (a config's ``preprocessing`` class attribute, e.g. Swin's ImageNet mean/std, for 3
+        channels); None for a model whose inputs are not images (a 1-D sequence model)."""
         shape = tuple(cfg.input_shape)
         if len(shape) != 3:
             return None
         c = shape[0]
         base = dict(input_size=shape, mean=(0.5,) * c, std=(0.5,) * c)
-        return cls(**{**base, **changes})
+        family = getattr(cfg, "preprocessing", None) or {}
+        if c != 3:  # per-channel statistics of RGB photos say nothing about other inputs
+            family = {k: v for k, v in family.items() if k not in ("mean", "std")}
+        return cls(**{**base, **family, **changes})
 
 
 @dataclass
@@ -126,19 +131,48 @@ _UMASK = _umask()  # read once: os.umask can only be read by setting it, which i
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; rename it onto ``path`` only if the block succeeds."""
+    """Yield a temporary path next to ``path``; rename it onto ``path`` only if the block succeeds.
+
+    The temporary is named ``.<name>.<pid>.<random>.tmp<suffix>``: a later write of the same target removes
+    temporaries whose writing process is gone (left by SIGKILL or SIGTERM), never a live writer's. The file
+    gets the usual permissions (0666 less the umask), whatever the writer created it with.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(path)
     # The temporary name keeps the real suffix: some writers and readers (torch.export) go by it.
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=f".tmp{path.suffix}", dir=path.parent)
     os.close(fd)
-    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; outputs get the usual permissions
     try:
         yield Path(tmp)
+        # mkstemp makes 0600 files, and writers that replace the file (safetensors' save_file) do too
+        os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def remove_stale_temporaries(path: Path) -> list[Path]:
+    """Delete temporaries of ``path`` (see :func:`atomic_path`) whose writing process no longer runs."""
+    removed = []
+    for tmp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp{glob.escape(path.suffix)}"):
+        pid = tmp.name[len(path.name) + 2 :].split(".", 1)[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+                removed.append(tmp)
+    return removed
 
 
 def write_safetensors(tensors: dict[str, torch.Tensor], path: str | os.PathLike, metadata: dict[str, str]) -> None:
