@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
+from pathlib import Path
 
 from ._common import add_precision
 
@@ -37,7 +40,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import logging
     import time
-    from pathlib import Path
 
     from tqdm import tqdm
 
@@ -59,8 +61,7 @@ def run(args: argparse.Namespace) -> int:
         c, pre = predictor.model.cfg, predictor.preprocessing
         _, h, w = pre.input_size
         print(
-            f"model: {args.model} (D={c.embed_dim}, depth={c.depth}, heads={c.num_heads}, patch={c.patch_size}, "
-            f"{c.num_classes} classes)",
+            f"model: {args.model} ({predictor.model.architecture}: {c.describe()}, {c.num_classes} classes)",
             f"preprocessing: resize shorter side to {int(h / pre.crop_pct)} ({pre.interpolation}), centre crop "
             f"{h}x{w}, {predictor.mode}, mean {pre.mean}, std {pre.std}; {args.precision} on {args.device}",
             sep="\n",
@@ -84,10 +85,10 @@ def run(args: argparse.Namespace) -> int:
                         break
 
     if args.out:
-        # Results go straight to the final path, record by record: an interrupted run keeps what it finished.
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        with open(out, "w", encoding="utf-8", newline="") as stream:
+        # Records stream into a temporary file beside --out, renamed into place when the run ends, however it
+        # ends (an interrupted run keeps what it finished): a concurrent run with the same --out never mixes
+        # into this one's file, and a failing run never truncates what was there before it started.
+        with atomic_stream(_checked_out(args.out, paths)) as stream:
             predict_all(stream)
     else:
         predict_all(sys.stdout)
@@ -99,3 +100,30 @@ def run(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     return 1 if failed or problems else 0
+
+
+def _checked_out(out: str, inputs: list) -> Path:
+    """``--out`` as a path, refused when it is one of the inputs or a directory."""
+    path = Path(out)
+    if path.is_dir():
+        raise ValueError(f"--out {out}: is a directory; name a file")
+    if path.exists():
+        for p in inputs:
+            if path.samefile(p):
+                raise ValueError(f"--out {out}: is one of the input images; writing there would destroy it")
+    return path
+
+
+@contextlib.contextmanager
+def atomic_stream(path: Path):
+    """A text stream into a temporary file next to ``path``, renamed onto it when the block ends (also on an
+    exception or Ctrl-C, so what was written is kept)."""
+    from ..weights.io import atomic_path
+
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8", newline="") as stream:
+        try:
+            yield stream
+        except BaseException:
+            stream.close()
+            os.replace(tmp, path)  # keep the records finished before the interruption
+            raise

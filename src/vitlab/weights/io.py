@@ -145,12 +145,17 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     os.close(fd)
     try:
         yield Path(tmp)
-        # mkstemp makes 0600 files, and writers that replace the file (safetensors' save_file) do too
-        os.chmod(tmp, 0o666 & ~_UMASK)
-        os.replace(tmp, path)
+        publish(Path(tmp), path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def publish(tmp: Path, path: Path) -> None:
+    """Give a finished temporary the usual permissions and rename it onto ``path`` (atomic on POSIX)."""
+    # mkstemp makes 0600 files, and writers that replace the file (safetensors' save_file) do too
+    os.chmod(tmp, 0o666 & ~_UMASK)
+    os.replace(tmp, path)
 
 
 def _pid_alive(pid: int) -> bool:
