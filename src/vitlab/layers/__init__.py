@@ -9,6 +9,7 @@ from .patch_embed import LucidPatchEmbed, PatchEmbed, PatchEmbed1d, pad_to_multi
 from .pooling import AttentionPoolLatent
 from .pos_embed import resample_abs_pos_embed, resample_grid, sincos_2d
 from .rel_pos import gather_bias, num_relative_positions, relative_position_index
+from .rel_pos_resize import resize_rel_pos_table
 
 __all__ = [
     "Attention",
@@ -31,5 +32,6 @@ __all__ = [
     "relative_position_index",
     "resample_abs_pos_embed",
     "resample_grid",
+    "resize_rel_pos_table",
     "sincos_2d",
 ]

@@ -119,7 +119,10 @@ class Attention(nn.Module):
         dropout = self.attn_drop if self.training else 0.0
         if bias is not None:
             bias = bias.to(q.dtype)
-        if attention_kernel(q) == "matmul":
+        # torch.export decomposes SDPA with a float mask computed in the graph (a gathered relative-position
+        # bias) into ops whose output strides break the reshape in _out (an aten.view error in ONNX export,
+        # seen with torch 2.14): exported graphs take the explicit route.
+        if attention_kernel(q) == "matmul" or (bias is not None and torch.compiler.is_exporting()):
             o = matmul_attention(q, k, v, self.scale, dropout, bias)[0]
         else:
             o = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout, scale=self.scale)
