@@ -17,7 +17,7 @@ from vitlab.infer.precision import for_inference, top1_agreement
 from vitlab.layers import attention_kernel, matmul_attention
 from vitlab.weights import load_checkpoint
 
-from ..conftest import DATA
+from ..conftest import MNIST
 
 SHIPPED = Path(__file__).resolve().parents[2] / "examples" / "mnist_vit.safetensors"
 
@@ -64,10 +64,10 @@ def test_int8_quantizes_the_mlp_and_projection_and_keeps_fp32_io() -> None:
 @pytest.fixture(scope="module")
 def mnist_test() -> tuple:
     loaded = load_checkpoint(SHIPPED)
-    data = np.load(DATA / "mnist.npz")
+    data = np.load(MNIST)
     t = eval_transform(loaded.preprocessing)
-    x = torch.stack([t(Image.fromarray(a)) for a in data["x_test"][:2000]])
-    return loaded.model.eval(), x, torch.as_tensor(data["y_test"][:2000])
+    x = torch.stack([t(Image.fromarray(a)) for a in data["x_test"]])  # the subset's 1,000 test digits
+    return loaded.model.eval(), x, torch.as_tensor(data["y_test"])
 
 
 @pytest.mark.parametrize("precision", ["bf16", "int8"])
@@ -80,7 +80,7 @@ def test_top1_agreement_with_fp32_on_mnist(mnist_test, precision: str) -> None:
 
 
 def test_predictor_precisions_give_the_fp32_top1_on_real_digits() -> None:
-    with np.load(DATA / "mnist.npz") as f:
+    with np.load(MNIST) as f:
         digits = list(f["x_test"][:100])
     reference = [p.indices[0] for p in Predictor.from_pretrained(SHIPPED)(digits, topk=3)]
     for precision in ("bf16", "int8"):

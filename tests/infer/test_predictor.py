@@ -16,7 +16,7 @@ import vitlab
 from vitlab.data import ImageError
 from vitlab.infer import Predictor
 
-from ..conftest import DATA
+from ..conftest import MNIST
 
 SHIPPED = Path(__file__).resolve().parents[2] / "examples" / "mnist_vit.safetensors"
 
@@ -115,7 +115,7 @@ def test_bf16_agrees_with_fp32_on_real_digits() -> None:
     ranking is not a near tie."""
     fp32 = Predictor.from_pretrained(SHIPPED)
     bf16 = Predictor.from_pretrained(SHIPPED, precision="bf16")
-    with np.load(DATA / "mnist.npz") as f:
+    with np.load(MNIST) as f:
         digits = list(f["x_test"][:256])
     x = torch.stack([fp32.preprocess(d) for d in digits])
     with torch.no_grad():
@@ -160,7 +160,7 @@ def no_tf32(monkeypatch) -> Iterator[None]:
 def test_cuda_predictions_agree_with_the_cpu(no_tf32: None, device: str = "cuda") -> None:
     """The shipped MNIST model on 256 test digits, fp32 and bf16 on CUDA against fp32 on the CPU."""
     cpu = Predictor.from_pretrained(SHIPPED)
-    with np.load(DATA / "mnist.npz") as f:
+    with np.load(MNIST) as f:
         x = torch.stack([cpu.preprocess(d) for d in f["x_test"][:256]])
     with torch.no_grad():
         ref = cpu.runner(x)

@@ -24,9 +24,9 @@ TINY = {"embed_dim": 32, "depth": 2, "num_heads": 2, "mlp_dim": 64}
 
 
 @pytest.fixture(scope="module")
-def mnist_small(tmp_path_factory: pytest.TempPathFactory, photos: Path) -> Path:
-    """5,000 training and 500 test digits from the real MNIST (../shared/data/mnist.npz)."""
-    with np.load(photos.parent / "mnist.npz") as f:
+def mnist_small(tmp_path_factory: pytest.TempPathFactory, mnist: Path) -> Path:
+    """5,000 training and 500 test digits from the real MNIST (the committed subset)."""
+    with np.load(mnist) as f:
         data = {
             "x_train": f["x_train"][:5000],
             "y_train": f["y_train"][:5000],

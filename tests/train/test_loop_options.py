@@ -21,9 +21,9 @@ TINY = {"embed_dim": 32, "depth": 2, "num_heads": 2, "mlp_dim": 64}
 
 
 @pytest.fixture(scope="module")
-def digits(tmp_path_factory: pytest.TempPathFactory, photos: Path) -> Path:
+def digits(tmp_path_factory: pytest.TempPathFactory, mnist: Path) -> Path:
     """640 training and 100 test digits from the real MNIST."""
-    with np.load(photos.parent / "mnist.npz") as f:
+    with np.load(mnist) as f:
         data = {"x_train": f["x_train"][:640], "y_train": f["y_train"][:640]}
         data.update(x_test=f["x_test"][:100], y_test=f["y_test"][:100])
     path = tmp_path_factory.mktemp("digits") / "digits.npz"

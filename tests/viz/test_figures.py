@@ -22,7 +22,7 @@ from vitlab.viz import (
 from vitlab.viz.figures import draw_filters, draw_position_similarity
 from vitlab.weights import load_checkpoint
 
-from ..conftest import DATA
+from ..conftest import MNIST
 
 SHIPPED = Path(__file__).resolve().parents[2] / "examples" / "mnist_vit.safetensors"
 
@@ -63,7 +63,7 @@ def test_position_similarity_for_every_embedding(kind: str) -> None:
 def shipped() -> tuple:
     assert SHIPPED.is_file(), f"{SHIPPED} is missing (the MNIST recipe's model, committed for the figures)"
     loaded = load_checkpoint(SHIPPED)
-    digits = np.load(DATA / "mnist.npz")["x_test"][:256]
+    digits = np.load(MNIST)["x_test"][:256]
     x = torch.stack([eval_transform(loaded.preprocessing)(Image.fromarray(a)) for a in digits])
     return loaded, digits, x
 
