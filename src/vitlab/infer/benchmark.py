@@ -302,12 +302,15 @@ def bench_inference(
         reference = model(x)
     rows = []
     for mode in modes:
+        torch._dynamo.reset()
         runs = inference_contenders(model, others, mode, compile_peers=with_peers and compile_peers)
         if compile_vitlab and mode != "int8":  # freezing cannot fold quantized or pre-packed weights
             dtype = torch.float32 if mode == "fp32" else torch.bfloat16
             runs["vitlab eager, compiled"] = _in_dtype(compiled(copy.deepcopy(model).to(dtype)), dtype)
         row = Row(name, batch, mode)
-        with torch.inference_mode():
+        # a silent fallback to eager at dynamo's recompile limit (8 per function, shared by all the
+        # compiled models of this process) would be timed as "compiled": start each mode afresh, and fail
+        with torch.inference_mode(), torch._dynamo.config.patch(fail_on_recompile_limit_hit=True):
             for k, f in runs.items():  # the first call compiles; interleaved's own warm-up then times a steady call
                 row.max_diff[k] = (f(x).float() - reference).abs().max().item()
             seconds = interleaved({k: (lambda f=f: f(x)) for k, f in runs.items()}, rounds)
