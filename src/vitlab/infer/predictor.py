@@ -69,6 +69,9 @@ def _collate(
     return items
 
 
+_NOT_FINITE = "the model gave non-finite (NaN or inf) probabilities; the weights or their preprocessing are broken"
+
+
 class Predictor:
     """Run a classifier on images with the preprocessing its weights carry.
 
@@ -161,6 +164,8 @@ class Predictor:
         return logits.float().softmax(dim=-1).cpu()
 
     def _topk(self, source: str, probs: torch.Tensor, k: int) -> Prediction:
+        if not torch.isfinite(probs).all():
+            raise ValueError(f"{source}: {_NOT_FINITE}")
         values, idx = probs.topk(min(k, probs.numel()))
         indices = idx.tolist()
         return Prediction(
@@ -213,5 +218,7 @@ class Predictor:
             for i, _, err in items:
                 if err is not None:
                     yield Prediction(str(paths[i]), [], [], [], error=err)
+                elif not torch.isfinite(by_index[i]).all():
+                    yield Prediction(str(paths[i]), [], [], [], error=f"{paths[i]}: {_NOT_FINITE}")
                 else:
                     yield self._topk(str(paths[i]), by_index[i], topk)

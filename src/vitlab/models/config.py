@@ -8,6 +8,7 @@ through JSON) so every checkpoint can carry the config that rebuilds its model.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
@@ -56,8 +57,24 @@ class ModelConfig:
         Raises:
             ValueError: on an unknown key (named) or an invalid value.
         """
+        if not isinstance(data, dict):
+            raise ValueError(f"a {cls.__name__} is a mapping of fields, got {type(data).__name__}")
         cls._check_keys(data)
-        return cls(**data)
+        defaults = {f.name: f.default for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        for key, value in data.items():  # numbers must be numbers: "x" for an eps fails deep inside a check
+            default = defaults.get(key)
+            if isinstance(default, (int, float)) and not isinstance(default, bool) and value is not None:
+                items = value if isinstance(value, (list, tuple)) else [value]  # img_size may be (H, W)
+                if not items or any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in items):
+                    raise ValueError(f"{cls.__name__}.{key} must be a number, got {value!r}")
+        for key, value in data.items():  # a NaN passes every `x <= 0` check: refuse non-finite numbers here
+            values = value if isinstance(value, (list, tuple)) else [value]
+            if any(isinstance(v, float) and not math.isfinite(v) for v in values):
+                raise ValueError(f"{cls.__name__}.{key} must be finite, got {value!r}")
+        try:
+            return cls(**data)
+        except TypeError as err:  # a field of the wrong type ("x" for a float) fails inside a check
+            raise ValueError(f"{cls.__name__}: a field has the wrong type ({err})") from None
 
     def replace(self, **changes: Any):
         """Return a copy with ``changes`` applied; the copy is validated again.

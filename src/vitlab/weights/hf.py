@@ -93,6 +93,10 @@ def read_tensors(path: Path) -> dict[str, torch.Tensor]:
 def class_names_from(config: dict[str, Any], num_classes: int) -> list[str] | None:
     """The ``id2label`` names, unless they are transformers' placeholders (``LABEL_0``, ...)."""
     labels = config.get("id2label") or {}
+    if isinstance(labels, list):  # not what transformers writes, but unambiguous: the names in index order
+        labels = dict(enumerate(labels))
+    if not isinstance(labels, dict):
+        return None
     if not num_classes or len(labels) != num_classes:
         return None
     ordered = [labels.get(str(i), labels.get(i)) for i in range(len(labels))]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import glob
 import json
+import math
 import os
 import pickle
 import tempfile
@@ -56,9 +57,15 @@ class Preprocessing:
         object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
         object.__setattr__(self, "std", tuple(float(v) for v in self.std))
         c = self.input_size[0]
+        if not all(math.isfinite(v) for v in (*self.mean, *self.std, self.crop_pct)):
+            raise ValueError(f"preprocessing: mean, std and crop_pct must be finite, got {self.mean}, {self.std}")
+        if any(v <= 0 for v in self.std):
+            raise ValueError(f"preprocessing: std must be positive, got {self.std}")
+        if any(v <= 0 for v in self.input_size):
+            raise ValueError(f"preprocessing: input_size must be positive, got {self.input_size}")
         if len(self.input_size) != 3 or len(self.mean) != c or len(self.std) != c:
             raise ValueError(f"preprocessing: input_size {self.input_size} does not match mean/std of {c} channels")
-        if not 0 < self.crop_pct <= 1:
+        if not 0.05 <= self.crop_pct <= 1:  # below 5 % the resize before the crop is 20x the input: a typo
             raise ValueError(f"preprocessing: crop_pct must be in (0, 1], got {self.crop_pct}")
         if self.interpolation not in ("bicubic", "bilinear", "nearest"):
             raise ValueError(f"preprocessing: unknown interpolation {self.interpolation!r}")
@@ -105,6 +112,8 @@ class CheckpointMeta:
     def from_json(cls, text: str, path: Path) -> CheckpointMeta:
         try:
             data = json.loads(text)
+            if not isinstance(data, dict) or not isinstance(data.get("config"), dict):
+                raise TypeError("'config' must be a JSON object")
             pre = data["preprocessing"]
             return cls(
                 config=data["config"],

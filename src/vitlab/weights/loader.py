@@ -258,7 +258,11 @@ def load_checkpoint(
     if ck.meta is not None:
         fields.update(ck.meta.config)
     fields.update(ck.certain)
-    src = ViTConfig.from_dict(fields) if fields.get("num_heads") else None
+    try:
+        src = ViTConfig.from_dict(fields) if fields.get("num_heads") else None
+    except ValueError as err:
+        raise CheckpointError(f"{path}: {err}") from None
+    _check_claims(path, fields, ck)
     fields.update(overrides)
     if img_size is not None:
         fields["img_size"] = img_size
@@ -298,6 +302,37 @@ def load_checkpoint(
     return Loaded(net, pre, names, ck.report, ck.format)
 
 
+def _check_claims(path: Path, fields: dict[str, Any], ck: Checkpoint) -> None:
+    """Hold the config a file claims (vitlab metadata, HF config.json) to what its tensors prove, before
+    anything is built: a wrong or hostile claim (``depth=10**6``, ``img_size=7e5``) is refused in one line
+    instead of allocating for it."""
+    sd = ck.state_dict
+    proven = timm.proven_fields(sd)
+    wrong = [
+        f"{k}={_short(fields[k])} but the weights have {v!r}" for k, v in proven.items() if k in fields and fields[k] != v
+    ]
+    if "pos_embed" in sd and fields.get("pos_embed", "learn") == "learn" and "img_size" in fields:
+        try:
+            cfg = ViTConfig.from_dict({**fields, "num_heads": fields.get("num_heads") or 1, "head_dim": 1})
+        except ValueError as err:
+            raise CheckpointError(f"{path}: {err}") from None
+        slots = cfg.num_prefix_tokens if cfg.pos_embed_prefix else 0
+        expected = slots + cfg.grid_size[0] * cfg.grid_size[1]
+        if sd["pos_embed"].shape[1] != expected:
+            wrong.append(
+                f"img_size={cfg.img_size[0]}x{cfg.img_size[1]} needs {expected} positions, "
+                f"the weights have {sd['pos_embed'].shape[1]}"
+            )
+    if wrong:
+        what = "its vitlab metadata" if ck.meta is not None else f"its {ck.format} config"
+        raise CheckpointError(f"{path}: {what} does not match the weights it holds: {'; '.join(wrong)}")
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
 def _architecture(model: str | ModelConfig) -> str:
     return (get_config(model) if isinstance(model, str) else model).architecture
 
@@ -316,6 +351,10 @@ def _load_family(
     the strict load goes through the model's own ``with_img_size`` and ``reset_classifier``.
     """
     arch = ck.architecture
+    overrides = dict(overrides)
+    if "img_size" in overrides:  # e.g. a recipe's model override: a size to adapt to, not the file's own
+        size = overrides.pop("img_size")
+        img_size = size if img_size is None else img_size
     fields: dict[str, Any] = dict(ck.assumed)
     if model is not None:
         named = get_config(model) if isinstance(model, str) else model

@@ -46,6 +46,28 @@ def guess_heads(embed_dim: int, inner: int, report: LoadReport) -> tuple[int | N
     return None, None
 
 
+def proven_fields(sd: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """The config fields a ViT state dict (vitlab/timm names) proves beyond doubt, from names and shapes only.
+
+    Used to hold a config that a file *claims* (vitlab metadata, an HF ``config.json``) to the tensors it
+    holds before anything is built: a claim of ``depth=10**6`` over 2 blocks is refused, not allocated.
+    """
+    proven: dict[str, Any] = {"depth": _count_blocks(sd)}
+    w = sd.get("patch_embed.proj.weight")
+    if w is not None:
+        proven["embed_dim"] = w.shape[0]
+        if w.ndim == 4:  # Conv2d (D, C, P, P)
+            proven.update(in_chans=w.shape[1], patch_size=w.shape[-1])
+    if "blocks.0.mlp.fc1.weight" in sd:
+        proven["mlp_dim"] = sd["blocks.0.mlp.fc1.weight"].shape[0]
+    proven["class_token"] = "cls_token" in sd
+    proven["reg_tokens"] = sd["reg_token"].shape[1] if "reg_token" in sd else 0
+    proven["num_classes"] = sd["head.weight"].shape[0] if "head.weight" in sd else 0
+    if "pre_logits.fc.weight" in sd:
+        proven["representation_size"] = sd["pre_logits.fc.weight"].shape[0]
+    return proven
+
+
 def infer_fields(sd: dict[str, torch.Tensor], report: LoadReport) -> tuple[dict[str, Any], dict[str, Any]]:
     """Recover config fields from a state dict in vitlab/timm names.
 
@@ -121,14 +143,8 @@ def infer_fields(sd: dict[str, torch.Tensor], report: LoadReport) -> tuple[dict[
 def rename_deit(sd: dict[str, torch.Tensor], report: LoadReport) -> dict[str, torch.Tensor]:
     """DeiT III stores LayerScale as ``blocks.N.gamma_1/gamma_2``; timm and vitlab as ``ls1.gamma/ls2.gamma``.
 
-    Distilled DeiT adds a distillation token and a second head; vitlab's ViT has one class token,
-    so those files are refused rather than silently loaded without the token.
+    (Distilled DeiT files, with ``dist_token`` and ``head_dist``, are the ``deit`` family's: see ``weights/deit.py``.)
     """
-    if "dist_token" in sd or "head_dist.weight" in sd:
-        raise CheckpointError(
-            "this is a distilled DeiT checkpoint (dist_token, head_dist): its distillation token takes part in "
-            "attention and vitlab's ViT has no such token; use the non-distilled DeiT weights"
-        )
     out, renamed = {}, 0
     for k, v in sd.items():
         new = re.sub(r"^(blocks\.\d+)\.gamma_([12])$", r"\1.ls\2.gamma", k)
