@@ -46,9 +46,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # `vitlab models | head`: the reader has gone, which is not an error
         sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - Python flushes stderr at exit; keep it quiet
         return 0
-    except (ValueError, OSError) as err:  # CheckpointError is a ValueError
+    except (ValueError, OSError) as err:  # CheckpointError is a ValueError; a full disk is an OSError
         print(f"vitlab {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C: outputs are written atomically, so nothing half-written is left
+        print(f"vitlab {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -39,7 +39,10 @@ def run(args: argparse.Namespace) -> int:
     if args.depth is not None and args.depth < 1:
         raise ValueError(f"--depth must be >= 1, got {args.depth}")
     model = create_model(args.model, device="meta", **overrides)
-    result = summarize(model, depth=args.depth)
+    try:
+        result = summarize(model, depth=args.depth)
+    except RuntimeError as err:  # e.g. an input so large that the attention matrix's size overflows
+        raise ValueError(f"cannot summarise {args.model} at input {model.input_shape}: {err}") from None
     result.title = f"{args.model}: {result.title}"
     print(result.format())
     return 0

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import os
 import types
 import typing
@@ -84,6 +85,22 @@ class ScheduleSection:
 
 
 @dataclass
+class DistillSection:
+    """Distillation from a frozen teacher, as DeiT (``train/distill.py``); off while ``teacher`` is null.
+
+    ``teacher``: a checkpoint or model name vitlab loads, or ``torchvision:ARCH:PATH`` (a torchvision classifier
+    and its weights). ``kind``: ``hard`` (learn the teacher's argmax) or ``soft`` (KL to its softmax at
+    temperature ``tau``). Loss: ``(1 - alpha) * CE(class head, labels) + alpha * distillation(dist head)``;
+    a distilled DeiT trains its two heads so, any other model its one head on both terms.
+    """
+
+    teacher: str | None = None
+    kind: Literal["hard", "soft"] = "hard"
+    tau: float = 1.0  # DeiT's default
+    alpha: float = 0.5  # DeiT's default; hard distillation with 0.5 is the paper's 1/2 + 1/2
+
+
+@dataclass
 class TrainSection:
     batch_size: int = 128
     accum_steps: int = 1
@@ -93,11 +110,13 @@ class TrainSection:
     seed: int = 0
     deterministic: bool = True
     eval_batch_size: int = 256
+    distill: DistillSection = field(default_factory=DistillSection)
 
 
 @dataclass
 class RunSection:
     out_dir: str = "runs/mnist"
+    overwrite: bool = False  # a fresh run into a directory that holds a run: replace it (else refused)
     checkpoint_every_steps: int = 0  # 0: only at the end of every epoch
     log_every_steps: int = 50
     device: str = "cpu"
@@ -197,8 +216,24 @@ def _build(cls: type, data: Any, prefix: str, source: str) -> Any:
     return cls(**values)
 
 
+def _non_finite(obj: Any, prefix: str = "") -> list[str]:
+    """Dotted keys of every NaN or infinite number in a config tree (a NaN passes every range check)."""
+    bad = []
+    for f in dataclasses.fields(obj):
+        value, key = getattr(obj, f.name), prefix + f.name
+        if dataclasses.is_dataclass(value):
+            bad += _non_finite(value, key + ".")
+        elif any(
+            isinstance(v, float) and not math.isfinite(v) for v in (value if isinstance(value, list) else [value])
+        ):
+            bad.append(key)
+    return bad
+
+
 def validate(cfg: TrainConfig, source: str = "config") -> None:
     """Range checks that types cannot express; each failure names its key."""
+    for key in _non_finite(cfg):
+        raise ConfigError(f"{source}: {key} must be a finite number, got {_get(cfg, key)!r}")
     checks = [
         ("data.val_fraction", 0 <= cfg.data.val_fraction < 1, "must be in [0, 1)"),
         ("data.train_subset", cfg.data.train_subset is None or cfg.data.train_subset > 0, "must be positive"),
@@ -219,6 +254,8 @@ def validate(cfg: TrainConfig, source: str = "config") -> None:
         ("train.eval_batch_size", cfg.train.eval_batch_size >= 1, "must be >= 1"),
         ("train.accum_steps", cfg.train.accum_steps >= 1, "must be >= 1"),
         ("train.ema_decay", cfg.train.ema_decay is None or 0 < cfg.train.ema_decay < 1, "must be in (0, 1)"),
+        ("train.distill.tau", cfg.train.distill.tau > 0, "must be positive"),
+        ("train.distill.alpha", 0 <= cfg.train.distill.alpha <= 1, "must be in [0, 1]"),
         ("run.checkpoint_every_steps", cfg.run.checkpoint_every_steps >= 0, "must be >= 0"),
         ("run.log_every_steps", cfg.run.log_every_steps >= 1, "must be >= 1"),
         ("augment.hflip", 0 <= cfg.augment.hflip <= 1, "must be in [0, 1]"),
@@ -238,8 +275,13 @@ def validate(cfg: TrainConfig, source: str = "config") -> None:
         ),
         (
             "augment.rand_augment",
-            cfg.augment.rand_augment is None or len(cfg.augment.rand_augment) == 2,
-            "must be [num_ops, magnitude]",
+            cfg.augment.rand_augment is None
+            or (
+                len(cfg.augment.rand_augment) == 2
+                and 0 <= cfg.augment.rand_augment[0] <= 14  # torchvision's RandAugment has 14 operations
+                and 0 <= cfg.augment.rand_augment[1] <= 30  # and 31 magnitude bins
+            ),
+            "must be [num_ops, magnitude] with 0 <= num_ops <= 14 and 0 <= magnitude <= 30",
         ),
         ("run.device", cfg.run.device == "cpu" or cfg.run.device.startswith("cuda"), "must be cpu or cuda[:N]"),
     ]
