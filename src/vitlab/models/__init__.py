@@ -1,5 +1,6 @@
 """Model families (one config + one model class each), the size table and the one registry."""
 
+from .beit import Beit, BeitConfig
 from .common import VitlabModel
 from .config import ModelConfig, ViT1dConfig, ViTConfig
 from .registry import (
@@ -21,6 +22,8 @@ __all__ = [
     "ARCHITECTURES",
     "Architecture",
     "AttentionOutput",
+    "Beit",
+    "BeitConfig",
     "ModelConfig",
     "UnknownModelError",
     "ViT1dConfig",

@@ -14,6 +14,7 @@ from typing import Any, NamedTuple
 
 import torch
 
+from .beit import Beit, BeitConfig
 from .common import VitlabModel
 from .config import ModelConfig, ViT1dConfig, ViTConfig
 from .vit import VisionTransformer
@@ -33,6 +34,7 @@ class Architecture(NamedTuple):
 ARCHITECTURES: dict[str, Architecture] = {
     "vit": Architecture(ViTConfig, VisionTransformer, "Vision Transformer (Dosovitskiy et al. 2020)"),
     "vit_1d": Architecture(ViT1dConfig, VisionTransformer1d, "ViT for 1-D sequences (vit-pytorch's vit_1d)"),
+    "beit": Architecture(BeitConfig, Beit, "BEiT fine-tuned classifier (Bao et al. 2021)"),
 }
 
 

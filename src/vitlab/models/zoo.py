@@ -122,12 +122,20 @@ _VIT_1D_ROWS = [
     ModelRow("vit_1d_tiny_patch16_256", "vit_1d", dict(seq_len=256, patch_size=16, **SIZES["tiny"])),
 ]
 
+# BEiT, the fine-tuned classifiers (timm's names and LayerScale starts: 0.1 for base, 1e-5 for large).
+_BEIT_ROWS = [
+    ModelRow("beit_base_patch16_224", "beit", dict(**SIZES["base"], img_size=224), "BEiT-B/16, per-block rel-pos bias"),
+    ModelRow("beit_base_patch16_384", "beit", dict(**SIZES["base"], img_size=384), "BEiT-B/16 fine-tuned at 384"),
+    ModelRow("beit_large_patch16_224", "beit", dict(**SIZES["large"], img_size=224, init_values=1e-5), "BEiT-L/16"),
+]
+
 MODEL_TABLE: list[ModelRow] = [
     *(
         ModelRow(name, "vit", {**SIZES[size], "patch_size": patch, "img_size": img, **extra}, note)
         for name, size, patch, img, extra, note in _VIT_ROWS
     ),
     *_VIT_1D_ROWS,
+    *_BEIT_ROWS,
 ]
 
 

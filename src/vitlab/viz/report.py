@@ -116,8 +116,12 @@ def inspect_model(
     )
 
     grid = (images.shape[-2] // cfg.patch_size, images.shape[-1] // cfg.patch_size)
-    if cfg.pos_embed == "none":
-        result.notes.append("No position embedding (pos_embed='none'): Fig. 7 centre is not drawn.")
+    if getattr(cfg, "pos_embed", "none") == "none" or not hasattr(model, "grid_pos_embed"):
+        # pos_embed='none', or a family without absolute positions (BEiT's are relative, inside attention)
+        why = f"the {model.architecture!r} model has none"
+        if hasattr(cfg, "pos_embed"):
+            why = f"pos_embed={cfg.pos_embed!r}"
+        result.notes.append(f"No position embedding ({why}): Fig. 7 centre is not drawn.")
     elif min(grid) < 2:
         result.notes.append(f"A {grid[0]}x{grid[1]} patch grid is too small for Fig. 7 centre.")
     else:

@@ -6,6 +6,7 @@ the surgery they share; ``io`` the safe reading and atomic writing; ``loader`` t
 
 from __future__ import annotations
 
+from . import beit  # noqa: F401  (registers BEiT's formats in FAMILIES)
 from .adapt import LoadReport
 from .families import FAMILIES, FamilyFormats, export_hf
 from .io import CheckpointError, Preprocessing
