@@ -26,6 +26,14 @@ def _head(text: str) -> int | str:
         raise argparse.ArgumentTypeError(f"expected a head number, mean, all, max or min; got {text!r}") from None
 
 
+def _query(text: str) -> tuple[int, int]:
+    try:
+        row, col = (int(t) for t in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a patch as ROW,COL (from 0), got {text!r}") from None
+    return row, col
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "attention",
@@ -53,6 +61,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         type=_head,
         default="mean",
         help="raw: a head number (from 0), mean or all; rollout: how heads are fused, mean, max or min",
+    )
+    p.add_argument(
+        "--query",
+        type=_query,
+        default=None,
+        metavar="ROW,COL",
+        help="window-attention models (Swin): the patch (row, column of the first stage's patch grid, from 0) "
+        "whose window attention to draw in the chosen blocks (counted across stages)",
     )
     p.add_argument("--discard-ratio", type=float, default=0.0, help="rollout: drop each query's weakest attention")
     p.add_argument(
@@ -94,7 +110,12 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--device {args.device}: no CUDA device is available here")
     loaded = load_model(args.model)
     model = loaded.model.eval().to(args.device)
-    require_attention(model, args.model)
+    if args.query is not None or not model.supports_attention:
+        if args.query is not None and hasattr(model, "forward_window_attention"):
+            return _window_view(args, loaded, model, paths, len(problems))
+        if args.query is not None:
+            raise ValueError(f"--query is for window-attention models (Swin); {args.model} has global maps")
+        require_attention(model, args.model)
     pre = loaded.preprocessing
     every = args.layer == "all" or (args.layer is None and args.method == "rollout")
     layers = None if every else args.layer or [-1]
@@ -139,4 +160,43 @@ def run(args: argparse.Namespace) -> int:
             buf = io.BytesIO()
             np.savez(buf, maps=result.maps[0].cpu().numpy(), titles=np.array(result.titles))
             write_bytes(buf.getvalue(), out / f"{path.stem}_{args.method}.npz")
+    return 1 if failed else 0
+
+
+def _window_view(args: argparse.Namespace, loaded, model, paths, failed: int) -> int:
+    """``--query``: one patch's window attention in the chosen blocks (Swin), drawn on the image."""
+    from pathlib import Path
+
+    from ..data import ImageError, class_names_for, load_image
+    from ..data.transforms import eval_transform
+    from ..viz.render import model_view, panel_figure, save_figure
+    from ..viz.window_maps import window_attention_maps
+
+    if args.method != "raw" or args.resize != "crop":
+        raise ValueError("--query draws raw window attention of the model's input size (no rollout, no --resize fit)")
+    layers = None if args.layer == "all" else args.layer or -1
+    names = class_names_for(model.cfg.num_classes, loaded.class_names)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    transform = eval_transform(loaded.preprocessing)
+    described = False
+    for path in paths:
+        try:
+            x = transform(load_image(path, "L" if model.cfg.in_chans == 1 else "RGB"))[None].to(args.device)
+        except ImageError as err:
+            print(f"vitlab attention: {err}", file=sys.stderr)
+            failed += 1
+            continue
+        result = window_attention_maps(model, x, args.query, layers, args.head)
+        if not described:
+            print(f"showing {result.description}")
+            described = True
+        suptitle = f"{path.name}, query patch {args.query}"
+        if model.cfg.num_classes:
+            p, k = result.logits.float().softmax(-1)[0].max(0)
+            suptitle += f": {names[int(k)]} ({p:.2f})"
+        fig = panel_figure(
+            model_view(x[0], loaded.preprocessing), result.maps[0].cpu(), result.titles, suptitle, args.alpha
+        )
+        print(f"{path} -> {save_figure(fig, out / f'{path.stem}_window.png')}")
     return 1 if failed else 0

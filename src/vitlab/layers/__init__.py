@@ -6,10 +6,12 @@ from .drop_path import DropPath, drop_path, drop_path_rates
 from .layer_scale import LayerScale
 from .mlp import Mlp, make_act
 from .patch_embed import LucidPatchEmbed, PatchEmbed, PatchEmbed1d, pad_to_multiple
+from .patch_merging import PatchMerging
 from .pooling import AttentionPoolLatent
 from .pos_embed import resample_abs_pos_embed, resample_grid, sincos_2d
 from .rel_pos import gather_bias, num_relative_positions, relative_position_index
 from .rel_pos_resize import resize_rel_pos_table
+from .window_attention import WindowAttention, shifted_window_mask, window_partition, window_reverse
 
 __all__ = [
     "Attention",
@@ -21,6 +23,8 @@ __all__ = [
     "Mlp",
     "PatchEmbed",
     "PatchEmbed1d",
+    "PatchMerging",
+    "WindowAttention",
     "attention_kernel",
     "drop_path",
     "drop_path_rates",
@@ -33,5 +37,8 @@ __all__ = [
     "resample_abs_pos_embed",
     "resample_grid",
     "resize_rel_pos_table",
+    "shifted_window_mask",
     "sincos_2d",
+    "window_partition",
+    "window_reverse",
 ]

@@ -15,6 +15,7 @@ from .registry import (
     list_architectures,
     list_models,
 )
+from .swin import SwinConfig, SwinTransformer
 from .vit import AttentionOutput, VisionTransformer
 from .vit_1d import VisionTransformer1d
 
@@ -25,6 +26,8 @@ __all__ = [
     "Beit",
     "BeitConfig",
     "ModelConfig",
+    "SwinConfig",
+    "SwinTransformer",
     "UnknownModelError",
     "ViT1dConfig",
     "ViTConfig",

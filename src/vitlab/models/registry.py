@@ -17,6 +17,7 @@ import torch
 from .beit import Beit, BeitConfig
 from .common import VitlabModel
 from .config import ModelConfig, ViT1dConfig, ViTConfig
+from .swin import SwinConfig, SwinTransformer
 from .vit import VisionTransformer
 from .vit_1d import VisionTransformer1d
 from .zoo import MODEL_TABLE, find_row
@@ -35,6 +36,7 @@ ARCHITECTURES: dict[str, Architecture] = {
     "vit": Architecture(ViTConfig, VisionTransformer, "Vision Transformer (Dosovitskiy et al. 2020)"),
     "vit_1d": Architecture(ViT1dConfig, VisionTransformer1d, "ViT for 1-D sequences (vit-pytorch's vit_1d)"),
     "beit": Architecture(BeitConfig, Beit, "BEiT fine-tuned classifier (Bao et al. 2021)"),
+    "swin": Architecture(SwinConfig, SwinTransformer, "Swin Transformer v1, shifted windows (Liu et al. 2021)"),
 }
 
 

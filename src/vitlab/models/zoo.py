@@ -129,6 +129,31 @@ _BEIT_ROWS = [
     ModelRow("beit_large_patch16_224", "beit", dict(**SIZES["large"], img_size=224, init_values=1e-5), "BEiT-L/16"),
 ]
 
+# Swin Transformer v1 (Liu et al. 2021), timm's names: (C, depths, heads) per size, window 7 at 224 and 12 at 384.
+_SWIN_SIZES = {
+    "tiny": dict(embed_dim=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24)),
+    "small": dict(embed_dim=96, depths=(2, 2, 18, 2), num_heads=(3, 6, 12, 24)),
+    "base": dict(embed_dim=128, depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32)),
+}
+_SWIN_ROWS = [
+    ModelRow("swin_tiny_patch4_window7_224", "swin", dict(**_SWIN_SIZES["tiny"], window_size=7), "Swin-T"),
+    ModelRow("swin_small_patch4_window7_224", "swin", dict(**_SWIN_SIZES["small"], window_size=7), "Swin-S"),
+    ModelRow("swin_base_patch4_window7_224", "swin", dict(**_SWIN_SIZES["base"], window_size=7), "Swin-B"),
+    ModelRow(
+        "swin_base_patch4_window12_384",
+        "swin",
+        dict(**_SWIN_SIZES["base"], window_size=12, img_size=384),
+        "Swin-B fine-tuned at 384 (window 12)",
+    ),
+    # vitlab's own: 3 stages on CIFAR-10's 32 px (16x16 -> 8x8 -> 4x4 tokens, 4x4 windows).
+    ModelRow(
+        "swin_nano_patch2_window4_32",
+        "swin",
+        dict(embed_dim=32, depths=(2, 2, 2), num_heads=(1, 2, 4), window_size=4, patch_size=2, img_size=32, **_CIFAR),
+        "CIFAR-10: 3 stages, 4x4 windows",
+    ),
+]
+
 MODEL_TABLE: list[ModelRow] = [
     *(
         ModelRow(name, "vit", {**SIZES[size], "patch_size": patch, "img_size": img, **extra}, note)
@@ -136,6 +161,7 @@ MODEL_TABLE: list[ModelRow] = [
     ),
     *_VIT_1D_ROWS,
     *_BEIT_ROWS,
+    *_SWIN_ROWS,
 ]
 
 

@@ -6,7 +6,10 @@ the surgery they share; ``io`` the safe reading and atomic writing; ``loader`` t
 
 from __future__ import annotations
 
-from . import beit  # noqa: F401  (registers BEiT's formats in FAMILIES)
+from . import (
+    beit,  # noqa: F401  (registers BEiT's formats in FAMILIES)
+    swin,  # noqa: F401  (registers Swin's formats in FAMILIES)
+)
 from .adapt import LoadReport
 from .families import FAMILIES, FamilyFormats, export_hf
 from .io import CheckpointError, Preprocessing
