@@ -83,3 +83,18 @@ def messy_folder(tmp_path: Path, photos: Path) -> Path:
     cat.save(buf, format="GIF")
     (d / "anim.gif").write_bytes(buf.getvalue())
     return d
+
+
+@pytest.fixture
+def resize_cap(monkeypatch) -> list[tuple[int, int]]:
+    """Refuse (before doing it) any PIL resize to more than 16x the pixels of a 224x224 crop; record each size."""
+    sizes: list[tuple[int, int]] = []
+    resize = Image.Image.resize
+
+    def capped(self, size, *args, **kwargs):
+        sizes.append(tuple(size))
+        assert size[0] * size[1] <= 16 * 224 * 224, f"a resize to {size} for a 224x224 output"
+        return resize(self, size, *args, **kwargs)
+
+    monkeypatch.setattr(Image.Image, "resize", capped)
+    return sizes

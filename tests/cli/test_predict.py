@@ -89,3 +89,37 @@ def test_missing_inputs_and_bad_model(capsys, photos: Path, tmp_path: Path) -> N
 def test_verbose_shows_preprocessing(capsys, photos: Path) -> None:
     code, _, err = predict(capsys, photos / "rocket.jpg", "--model", "vit_tiny_patch16_224", "--verbose")
     assert code == 0 and "resize shorter side to 248 (bicubic), centre crop 224x224" in err
+
+
+def test_extreme_aspect_ratios_cost_about_the_output(capsys, resize_cap, photos: Path, tmp_path: Path) -> None:
+    """A 100000x1 PNG (179 B) and a 65000x3 PNG: once 6.3 GB and a MemoryError that lost the whole batch.
+    Beyond 1000:1 an image is refused in one line; a 20000x30 strip is predicted at the cost of its crop."""
+    from PIL import Image
+
+    Image.new("RGB", (100_000, 1), (200, 30, 30)).save(tmp_path / "line.png")
+    Image.new("RGB", (3, 65_000), (30, 200, 30)).save(tmp_path / "column.png")
+    Image.new("RGB", (20_000, 30), (30, 30, 200)).save(tmp_path / "strip.png")
+    (tmp_path / "rocket.jpg").write_bytes((photos / "rocket.jpg").read_bytes())
+    code, out, err = predict(capsys, tmp_path, "--model", "vit_tiny_patch16_224", "--format", "jsonl", "--topk", "1")
+    assert code == 1, err
+    rows = {Path(r["source"]).name: r for r in map(json.loads, out.splitlines())}
+    assert sorted(rows) == ["column.png", "line.png", "rocket.jpg", "strip.png"], rows
+    assert rows["strip.png"]["labels"] and rows["rocket.jpg"]["labels"]
+    for name, size in (("line.png", "100000x1"), ("column.png", "3x65000")):
+        assert f"{size} pixels is an aspect ratio beyond 1000:1" in rows[name]["error"]
+        assert sum(f"{name}: refused" in line for line in err.splitlines()) == 1, err
+    assert "2 of 4 images" in err and "Traceback" not in err
+
+
+def test_attention_fit_of_an_extreme_aspect_ratio(capsys, resize_cap, tmp_path: Path) -> None:
+    """``--resize fit`` on a 30 x 30000 strip: about the model's 196 patches, not 443 x 1 of them."""
+    import numpy as np
+    from PIL import Image
+
+    Image.new("RGB", (30, 30_000), (90, 90, 90)).save(tmp_path / "tall.png")
+    argv = ["attention", tmp_path / "tall.png", "--model", "vit_tiny_patch16_224", "--resize", "fit", "--layer", "-1"]
+    code = main([*map(str, argv), "--out", str(tmp_path / "maps"), "--save-maps"])
+    _, err = capsys.readouterr()
+    assert code == 0, err
+    maps = np.load(tmp_path / "maps" / "tall_raw.npz")["maps"]  # (maps, grid H, grid W)
+    assert maps.shape[1] * maps.shape[2] <= 196, maps.shape

@@ -91,3 +91,13 @@ def test_find_images(messy_folder: Path, tmp_path: Path) -> None:
 def test_imagenet_names() -> None:
     names = imagenet_class_names()
     assert len(names) == 1000 and names[281] == "tabby, tabby cat" and names[0] == "tench, Tinca tinca"
+
+
+def test_extreme_aspect_ratio_is_refused_before_decoding(tmp_path: Path) -> None:
+    """A 1 x 80,000,000 PNG (78 KB) passes the decompression-bomb guard and decodes to 2.9 GB: refused from
+    its header (here 1 x 2,000,000); 1000:1 still decodes."""
+    Image.new("L", (1, 2_000_000)).save(tmp_path / "tall.png")
+    Image.new("RGB", (1000, 1)).save(tmp_path / "ok.png")
+    with pytest.raises(ImageError, match=r"tall.png: refused: 1x2000000 pixels is an aspect ratio beyond 1000:1"):
+        load_image(tmp_path / "tall.png")
+    assert load_image(tmp_path / "ok.png").size == (1000, 1)

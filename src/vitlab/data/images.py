@@ -20,6 +20,14 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".ppm", ".pgm")
 
 
+# Longest side over shortest side beyond which an image is refused before it is decoded. Pillow keeps
+# a pointer and a block per row, so a tall image costs far more than its pixels: a 1 x 80,000,000 PNG of
+# 78 KB passes the decompression-bomb guard (89.5M pixels) and decodes to 2.9 GB. At 1000:1 a model's
+# centre crop would see a thousandth of the image anyway. (The transforms' cost is bounded by their
+# output whatever the ratio, so below this limit a long strip is still predicted.)
+MAX_ASPECT_RATIO = 1000
+
+
 class ImageError(ValueError):
     """An image that cannot be used; the message names the file and why."""
 
@@ -53,7 +61,8 @@ def load_image(path: str | os.PathLike, mode: str = "RGB") -> Image.Image:
 
     Raises:
         ImageError: the file is empty, missing, unreadable, not an image, truncated or corrupt, or
-            larger than Pillow's decompression-bomb limit (``PIL.Image.MAX_IMAGE_PIXELS``).
+            larger than Pillow's decompression-bomb limit (``PIL.Image.MAX_IMAGE_PIXELS``), or longer than
+            :data:`MAX_ASPECT_RATIO` times its width (or the other way round).
     """
     path = Path(path)
     try:
@@ -65,6 +74,12 @@ def load_image(path: str | os.PathLike, mode: str = "RGB") -> Image.Image:
             # Pillow only warns between MAX_IMAGE_PIXELS and twice that; treat both as the bomb they are.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as img:
+                w, h = img.size
+                if max(w, h) > MAX_ASPECT_RATIO * max(1, min(w, h)):
+                    raise ImageError(
+                        f"{path}: refused: {w}x{h} pixels is an aspect ratio beyond {MAX_ASPECT_RATIO}:1 "
+                        "(nothing a vision model can use, and costly to decode)"
+                    )
                 img.seek(0)  # first frame of GIF / multi-page TIFF
                 img.load()  # decode now, so truncation shows here and not later in a worker
                 img = ImageOps.exif_transpose(img) or img

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import torch
+from PIL import Image
 from torchvision.transforms import InterpolationMode, v2
 
 from ..weights import Preprocessing
@@ -14,41 +15,71 @@ _INTERP = {
     "bilinear": InterpolationMode.BILINEAR,
     "nearest": InterpolationMode.NEAREST,
 }
+_PIL = {
+    InterpolationMode.BICUBIC: Image.Resampling.BICUBIC,
+    InterpolationMode.BILINEAR: Image.Resampling.BILINEAR,
+    InterpolationMode.NEAREST: Image.Resampling.NEAREST,
+}
 
 
-class ResizeToCover(torch.nn.Module):
-    """Resize keeping the aspect ratio so the image covers ``size`` (H, W) (for non-square targets)."""
+class ResizeCenterCrop(torch.nn.Module):
+    """Resize keeping the aspect ratio so the image covers ``resize`` (H, W), then take the centre ``crop``
+    (H, W), computing only the crop.
 
-    def __init__(self, size: tuple[int, int], interpolation: InterpolationMode) -> None:
+    Resizing first costs the resized image: a 100000x1 PNG with "shorter side to 248" is 248 x 24.8M
+    pixels (6.3 GB on the way) before the crop keeps 224 x 224 of them. So when the resized image would
+    have more than ``max_area_ratio`` times the crop's pixels, a PIL image is resampled from the crop's
+    box in the source alone (``Image.resize(box=...)``): each output pixel comes from the same source
+    position with the same filter, and the work is bounded by the output. Pillow rounds its two passes
+    differently there, so pixels may differ by a few grey levels (measured on six photos forced through
+    it: at most 4, mean at most 0.23). Every other image (any photo up to about 13:1) takes the exact
+    resize-then-crop of timm's eval transform.
+    """
+
+    max_area_ratio = 16  # resized / crop pixels; a 3:2 photo is about 1.8, a 3:1 panorama 3.7
+
+    def __init__(self, resize: tuple[int, int], crop: tuple[int, int], interpolation: InterpolationMode) -> None:
         super().__init__()
-        self.size, self.interpolation = size, interpolation
+        self.resize, self.crop, self.interpolation = resize, crop, interpolation
+
+    def resized_size(self, h: int, w: int) -> tuple[int, int]:
+        """The size the whole image would be resized to: torchvision's ``Resize(int)`` for a square target
+        (shorter side to it, the longer ``int(short * long / short)``), else the covering scale."""
+        rh, rw = self.resize
+        if rh == rw:
+            if h <= w:
+                return rh, int(rh * w / h)
+            return int(rw * h / w), rw
+        scale = max(rh / h, rw / w)
+        return max(rh, round(h * scale)), max(rw, round(w * scale))
 
     def forward(self, img):
-        w, h = v2.functional.get_size(img)[::-1]
-        scale = max(self.size[0] / h, self.size[1] / w)
-        new = (max(self.size[0], round(h * scale)), max(self.size[1], round(w * scale)))
-        return v2.functional.resize(img, list(new), interpolation=self.interpolation, antialias=True)
+        h, w = v2.functional.get_size(img)
+        nh, nw = self.resized_size(h, w)
+        ch, cw = self.crop
+        if not isinstance(img, Image.Image) or nh * nw <= self.max_area_ratio * ch * cw:
+            img = v2.functional.resize(img, [nh, nw], interpolation=self.interpolation, antialias=True)
+            return v2.functional.center_crop(img, [ch, cw])
+        # the offsets of torchvision's center_crop in the resized image, mapped back to source coordinates
+        top, left = round((nh - ch) / 2.0), round((nw - cw) / 2.0)
+        sy, sx = h / nh, w / nw
+        box = (left * sx, top * sy, (left + cw) * sx, (top + ch) * sy)
+        return img.resize((cw, ch), _PIL[self.interpolation], box=box)
 
 
 def eval_transform(pre: Preprocessing) -> v2.Compose:
     """The evaluation transform of a set of weights: resize, centre crop, scale to [0, 1], normalise.
 
     Like timm's ``transforms_imagenet_eval`` (center mode): the shorter side is resized to
-    ``floor(size / crop_pct)``, then the centre ``size`` is cropped. Input: a PIL image in the model's
-    mode (``RGB`` or ``L``). Output: float32 ``(C, H, W)``.
+    ``floor(size / crop_pct)``, then the centre ``size`` is cropped (computing only the crop, so an
+    image of any aspect ratio costs about the output). Input: a PIL image in the model's mode (``RGB``
+    or ``L``). Output: float32 ``(C, H, W)``.
     """
     _, h, w = pre.input_size
-    interp = _INTERP[pre.interpolation]
     scale = (math.floor(h / pre.crop_pct), math.floor(w / pre.crop_pct))
-    resize = (
-        v2.Resize(scale[0], interpolation=interp, antialias=True)  # shorter side
-        if scale[0] == scale[1]
-        else ResizeToCover(scale, interp)
-    )
     return v2.Compose(
         [
-            resize,
-            v2.CenterCrop((h, w)),
+            ResizeCenterCrop(scale, (h, w), _INTERP[pre.interpolation]),
             v2.PILToTensor(),
             v2.ToDtype(torch.float32, scale=True),
             v2.Normalize(mean=list(pre.mean), std=list(pre.std)),
@@ -66,8 +97,20 @@ class ResizeToPatches(torch.nn.Module):
     def forward(self, img):
         h, w = v2.functional.get_size(img)
         scale = math.sqrt(self.area / (h * w))
-        new = [max(self.patch, round(side * scale / self.patch) * self.patch) for side in (h, w)]
-        return v2.functional.resize(img, new, interpolation=self.interpolation, antialias=True)
+        gh, gw = (max(1, round(side * scale / self.patch)) for side in (h, w))
+        # A side rounded up to one patch must not leave the other its whole length: a 1x80M image would
+        # otherwise become 16 x 1.3M pixels. Keep the patch count at about area / patch**2.
+        cells = max(1, round(self.area / self.patch**2))
+        if gh * gw > cells:
+            gh, gw = (max(1, cells // gw), gw) if gh > gw else (gh, max(1, cells // gh))
+        size = [gh * self.patch, gw * self.patch]
+        if isinstance(img, Image.Image) and (size[0] > h) != (size[1] > w):
+            # One side shrinks, the other grows. Pillow resamples the width first, so 1x80M -> 16x3136
+            # would pass through 16 x 80M pixels (5 GB): shrink the long side alone first. Its filter
+            # weights take (output x reduction factor) doubles (2.5 GB for 80M -> 3136), so reduce by a
+            # whole factor first (box averaging; Pillow calls a gap of 3 indistinguishable from fair).
+            img = img.resize((min(w, size[1]), min(h, size[0])), _PIL[self.interpolation], reducing_gap=3.0)
+        return v2.functional.resize(img, size, interpolation=self.interpolation, antialias=True)
 
 
 def fit_transform(pre: Preprocessing, patch_size: int) -> v2.Compose:
