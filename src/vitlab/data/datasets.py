@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import gzip
 import io
+import math
 import os
 import tarfile
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -20,9 +22,18 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..weights.io import check_read_size, npz_declared_bytes
 from .images import IMAGE_SUFFIXES, ImageError, load_image, to_mode
 
 FORMATS = ("auto", "imagefolder", "tar", "mnist_npz", "idx")
+
+# The most a dataset read into memory (a .npz, a .tar.gz, idx files) may declare, in GiB, before anything
+# is read; $VITLAB_MAX_READ_GB overrides it. MNIST is 0.05 GiB decoded, CIFAR-10's JPEG tar 0.02 GiB.
+READ_LIMIT_GB = 2
+
+
+def _check_size(nbytes: int, what: str | Path) -> None:
+    check_read_size(nbytes, str(what), READ_LIMIT_GB, DatasetError)
 
 
 class DatasetError(ValueError):
@@ -121,12 +132,13 @@ def _detect(path: Path) -> str:
 
 def _read_npz(path: Path) -> tuple[dict[str, ArraySamples], list[str]]:
     try:
+        _check_size(npz_declared_bytes(path, ("x_train", "y_train", "x_test", "y_test")), path)
         with np.load(path, allow_pickle=False) as f:
             missing = [k for k in ("x_train", "y_train", "x_test", "y_test") if k not in f.files]
             if missing:
                 raise DatasetError(f"{path}: an mnist.npz needs x_train/y_train/x_test/y_test; missing {missing}")
             arrays = {k: f[k] for k in ("x_train", "y_train", "x_test", "y_test")}
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
         if isinstance(err, DatasetError):
             raise
         raise DatasetError(f"{path}: not a readable .npz ({err})") from None
@@ -144,17 +156,19 @@ def _read_idx_file(path: Path) -> np.ndarray:
     opener = gzip.open if path.suffix == ".gz" else open
     try:
         with opener(path, "rb") as f:
-            data = f.read()
+            head = f.read(4)
+            if len(head) < 4 or head[0] != 0 or head[1] != 0 or head[2] != 0x08:
+                raise DatasetError(f"{path}: not an idx file of unsigned bytes")
+            raw_dims = f.read(4 * head[3])
+            dims = [int.from_bytes(raw_dims[4 * i : 4 * i + 4], "big") for i in range(head[3])]
+            count = math.prod(dims)
+            _check_size(count, path)  # before reading: a gzip of a few KB can unpack to any size
+            body = f.read(count + 1)  # one more byte than declared shows trailing data
     except (OSError, EOFError) as err:
         raise DatasetError(f"{path}: not a readable idx file ({err})") from None
-    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
-        raise DatasetError(f"{path}: not an idx file of unsigned bytes")
-    ndim = data[3]
-    dims = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
-    body = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
-    if body.size != int(np.prod(dims)):
-        raise DatasetError(f"{path}: idx header says {dims} but the file holds {body.size} values (truncated?)")
-    return body.reshape(dims)
+    if len(body) != count:
+        raise DatasetError(f"{path}: idx header says {dims} but the file holds {len(body)} values (truncated?)")
+    return np.frombuffer(body, dtype=np.uint8).reshape(dims)
 
 
 def _read_idx(path: Path) -> tuple[dict[str, ArraySamples], list[str]]:
@@ -232,12 +246,25 @@ def _read_tar(path: Path) -> tuple[dict[str, Samples], list[str]]:
     """Read a .tar(.gz) of an image-folder tree into memory (no unpacking on disk)."""
     try:
         with tarfile.open(path) as tar:
-            members = [m for m in tar.getmembers() if m.isfile()]
+            entries, declared = [], 0
+            for m in tar:  # header by header: a huge (or lying) size is refused before its data are passed
+                entries.append(m)
+                if m.isfile() and PurePosixPath(m.name).suffix.lower() in IMAGE_SUFFIXES:
+                    declared += m.size
+                    _check_size(declared, path)
+            members = [m for m in entries if m.isfile()]
             parts = [PurePosixPath(m.name).parts for m in members]
             # the tree may sit under a top folder (cifar10/train/...); find where 'train' is
             depth = next((p.index("train") for p in parts if "train" in p[:2]), None)
             if depth is None:
                 raise DatasetError(f"{path}: no train/ folder in the archive (expected [top/]train/<class>/<image>)")
+            # Class folders are every train/<class>, directory entries and non-images included: one without
+            # images is refused as in a plain directory, not dropped (that trained a one-class model).
+            class_dirs = set()
+            for m in entries:
+                q = PurePosixPath(m.name).parts[depth:]
+                if q[:1] == ("train",) and len(q) >= (2 if m.isdir() else 3):
+                    class_dirs.add(q[1])
             blobs: dict[str, bytes] = {}
             for m, p in zip(members, parts, strict=True):
                 rel = PurePosixPath(*p[depth:]) if len(p) > depth else None
@@ -248,6 +275,10 @@ def _read_tar(path: Path) -> tuple[dict[str, Samples], list[str]]:
     files: dict[str, list[str]] = {}
     for name in blobs:
         files.setdefault(PurePosixPath(name).parts[0], []).append(name)
+    with_images = {PurePosixPath(name).parts[1] for name in files.get("train", []) if name.count("/") >= 2}
+    empty = sorted(class_dirs - with_images)
+    if empty:
+        raise DatasetError(f"{path}: class folder train/{empty[0]} has no images")
     table, classes = _scan_tree(files, str(path))
     out: dict[str, Samples] = {}
     for split, rows in table.items():

@@ -261,13 +261,65 @@ def read_pickle(path: str | os.PathLike) -> Any:
         ) from None
 
 
+READ_LIMIT_ENV = "VITLAB_MAX_READ_GB"
+
+
+def check_read_size(nbytes: int, what: str, default_gb: float, error: type[ValueError] = CheckpointError) -> None:
+    """Refuse, before reading, a file that declares more bytes than vitlab reads into memory.
+
+    Archive headers can claim anything: an 18 MB ``.npz`` or ``.tar.gz`` can hold a 4 GiB member, which
+    was read whole and ended in a MemoryError. The limit is ``$VITLAB_MAX_READ_GB`` (GiB) if set, else
+    ``default_gb`` (the caller's: a dataset read into memory, a weight file).
+
+    Raises:
+        error: naming ``what``, the declared size, the limit and how to raise it.
+    """
+    raw = os.environ.get(READ_LIMIT_ENV)
+    try:
+        limit = float(raw) if raw else default_gb
+    except ValueError:
+        raise error(f"{READ_LIMIT_ENV}={raw!r} is not a number of GiB") from None
+    if nbytes > limit * 2**30:
+        raise error(
+            f"{what}: declares {nbytes / 2**30:.2f} GiB ({nbytes:,} bytes) of data, over the {limit:g} GiB that "
+            f"vitlab reads into memory; if the file is what you expect, raise the limit with {READ_LIMIT_ENV}=<GiB>"
+        )
+
+
+def npz_declared_bytes(path: str | os.PathLike, keys: tuple[str, ...] | None = None) -> int:
+    """Bytes the arrays of an ``.npz`` (all, or ``keys``) declare, read from the headers only: for each member
+    the larger of its zip entry's size and its ``.npy`` header's shape x itemsize (what NumPy allocates)."""
+    total = 0
+    with zipfile.ZipFile(path) as z:
+        for info in z.infolist():
+            if keys is not None and info.filename.removesuffix(".npy") not in keys:
+                continue
+            declared = info.file_size
+            with z.open(info) as f:
+                try:
+                    version = np.lib.format.read_magic(f)
+                    read_header = {(1, 0): np.lib.format.read_array_header_1_0}.get(
+                        version, np.lib.format.read_array_header_2_0
+                    )
+                    shape, _, dtype = read_header(f)
+                    declared = max(declared, math.prod(shape) * dtype.itemsize)
+                except (ValueError, OSError, EOFError):
+                    pass  # not an .npy member: np.load reports it
+            total += declared
+    return total
+
+
 def read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """Arrays of a NumPy ``.npz`` (no pickled objects allowed)."""
+    """Arrays of a NumPy ``.npz`` (no pickled objects allowed), refused before reading if they declare more
+    than 16 GiB (``$VITLAB_MAX_READ_GB``; the largest published ViT, ViT-G/14, is 7.4 GB in fp32)."""
     path = Path(path)
     _check_file(path)
     try:
+        check_read_size(npz_declared_bytes(path), str(path), default_gb=16)
         with np.load(path, allow_pickle=False) as data:
             return {k: data[k] for k in data.files}
+    except CheckpointError:
+        raise
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
         raise CheckpointError(f"{path}: not a readable .npz archive, it may be truncated or corrupt ({err})") from None
 
