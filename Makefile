@@ -8,7 +8,11 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 TORCH  ?= torch==2.14.1 torchvision==0.29.1
 STAMP  := $(VENV)/.vitlab-installed
-DATA   ?= ../shared/data
+# The data directory: ../shared/data where it holds MNIST, else data/ in the checkout (git-ignored), which
+# `vitlab data mnist` fills on first use (torchvision's download, checksums verified). MNIST_MIRROR=URL
+# downloads from another server holding the four idx .gz files.
+DATA   ?= $(if $(wildcard ../shared/data/mnist.npz),../shared/data,data)
+MNIST_MIRROR ?=
 
 .PHONY: demo test test-all lint format clean
 
@@ -21,6 +25,7 @@ $(STAMP): pyproject.toml
 # The demo: train a small ViT on MNIST (a few minutes on 2 cores), evaluate it on the official test set,
 # predict a few test digits, draw their attention and the paper's analysis figures; everything lands in runs/demo.
 demo: $(STAMP)
+	$(VENV)/bin/vitlab data mnist --out $(DATA)$(if $(MNIST_MIRROR), --mirror $(MNIST_MIRROR))
 	$(VENV)/bin/vitlab train --config configs/mnist_quick.yaml data.path=$(DATA)/mnist.npz run.out_dir=runs/demo
 	$(VENV)/bin/vitlab eval --model runs/demo/best.safetensors --data $(DATA)/mnist.npz --out runs/demo
 	$(PY) examples/export_test_images.py $(DATA)/mnist.npz runs/demo/digits --count 8

@@ -12,9 +12,9 @@ import os
 import sys
 from collections.abc import Sequence
 
-from . import attention, benchmark, convert, evaluate, export, inspect, models, predict, summary, train
+from . import attention, benchmark, convert, data, evaluate, export, inspect, models, predict, summary, train
 
-COMMANDS = (models, summary, convert, predict, train, evaluate, attention, inspect, export, benchmark)
+COMMANDS = (models, summary, convert, predict, train, evaluate, attention, inspect, export, benchmark, data)
 
 
 def build_parser() -> argparse.ArgumentParser:
