@@ -123,3 +123,17 @@ def test_attention_fit_of_an_extreme_aspect_ratio(capsys, resize_cap, tmp_path: 
     assert code == 0, err
     maps = np.load(tmp_path / "maps" / "tall_raw.npz")["maps"]  # (maps, grid H, grid W)
     assert maps.shape[1] * maps.shape[2] <= 196, maps.shape
+
+
+def test_fifo_as_model_is_refused_not_waited_on(tmp_path: Path, photos: Path) -> None:
+    """``--model`` naming a FIFO once blocked forever (reading it waits for a writer)."""
+    import os
+    import subprocess
+    import sys
+
+    os.mkfifo(tmp_path / "model.safetensors")
+    argv = [sys.executable, "-m", "vitlab.cli", "predict", str(photos / "rocket.jpg")]
+    run = subprocess.run(
+        [*argv, "--model", str(tmp_path / "model.safetensors")], capture_output=True, text=True, timeout=60
+    )
+    assert run.returncode == 2 and "model.safetensors: not a regular file (a FIFO)" in run.stderr, run.stderr

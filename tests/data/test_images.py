@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -101,3 +102,37 @@ def test_extreme_aspect_ratio_is_refused_before_decoding(tmp_path: Path) -> None
     with pytest.raises(ImageError, match=r"tall.png: refused: 1x2000000 pixels is an aspect ratio beyond 1000:1"):
         load_image(tmp_path / "tall.png")
     assert load_image(tmp_path / "ok.png").size == (1000, 1)
+
+
+def test_fifo_and_unreadable_directory_name_the_real_reason(tmp_path: Path, monkeypatch) -> None:
+    """A FIFO image was reported as an 'empty file', an unreadable directory as having 'no image files'."""
+    from vitlab.data import images
+
+    os.mkfifo(tmp_path / "pipe.png")
+    with pytest.raises(ImageError, match=r"pipe.png: not a regular file \(a FIFO\)"):
+        load_image(tmp_path / "pipe.png")
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    Image.new("RGB", (8, 8)).save(locked / "a.png")
+    real_scandir = os.scandir
+
+    def scandir(path="."):
+        if Path(path) == locked:  # root reads any directory: chmod 000 cannot show this here
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(images.os, "scandir", scandir)
+    paths, problems = find_images([str(locked)])
+    assert paths == [] and problems == [f"{locked}: cannot read this directory (permission denied)"]
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads a chmod 000 directory anyway")
+def test_unreadable_directory_for_real(tmp_path: Path) -> None:
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    Image.new("RGB", (8, 8)).save(locked / "a.png")
+    locked.chmod(0)
+    try:
+        assert find_images([str(locked)])[1] == [f"{locked}: cannot read this directory (permission denied)"]
+    finally:
+        locked.chmod(0o755)

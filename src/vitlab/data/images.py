@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import glob
 import os
+import stat
 import warnings
 from collections.abc import Iterable
 from pathlib import Path
@@ -56,6 +57,17 @@ def to_mode(img: Image.Image, mode: str, background: tuple[int, int, int] = (255
     return img if img.mode == mode else img.convert(mode)
 
 
+def _file_kind(path: Path) -> str:
+    mode = path.stat().st_mode
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    return "not a file"
+
+
 def load_image(path: str | os.PathLike, mode: str = "RGB") -> Image.Image:
     """Open an image file fully decoded, EXIF orientation applied, GIF/TIFF first frame, in ``mode``.
 
@@ -68,6 +80,8 @@ def load_image(path: str | os.PathLike, mode: str = "RGB") -> Image.Image:
     try:
         if path.is_dir():
             raise ImageError(f"{path}: is a directory")
+        if not path.is_file() and path.exists():  # opening a FIFO would wait for a writer
+            raise ImageError(f"{path}: not a regular file ({_file_kind(path)})")
         if path.stat().st_size == 0:
             raise ImageError(f"{path}: empty file")
         with warnings.catch_warnings():
@@ -110,6 +124,12 @@ def find_images(inputs: Iterable[str]) -> tuple[list[Path], list[str]]:
     for item in inputs:
         path = Path(item)
         if path.is_dir():
+            try:  # rglob skips what it cannot read: say so rather than "no image files"
+                with os.scandir(path):
+                    pass
+            except PermissionError:
+                problems.append(f"{item}: cannot read this directory (permission denied)")
+                continue
             files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
             if not files:
                 problems.append(f"{item}: no image files in this directory ({', '.join(IMAGE_SUFFIXES)})")

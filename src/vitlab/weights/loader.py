@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -116,6 +117,9 @@ def read_checkpoint(path: str | os.PathLike, format: str | None = None) -> Check
         raise CheckpointError(f"unknown checkpoint format {format!r}; choose from {', '.join(FORMATS)}")
     if not path.exists():
         raise CheckpointError(f"{path}: no such file or directory")
+    if not path.is_file() and not path.is_dir():  # reading a FIFO would wait for a writer forever
+        what = "a FIFO" if stat.S_ISFIFO(path.stat().st_mode) else "a socket or device"
+        raise CheckpointError(f"{path}: not a regular file ({what}); give a weight file or a model directory")
     if path.is_file() and path.stat().st_size == 0:
         raise CheckpointError(f"{path}: the file is empty")
     kind = _kind(path)
