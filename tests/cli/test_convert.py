@@ -179,3 +179,17 @@ def test_convert_catches_a_wrong_mapping(capsys, monkeypatch, tmp_path: Path, ki
     diff = float(source_line.split("max |diff| = ")[1].split()[0])
     assert diff > 1e-3  # the difference itself is printed
     assert "parity check(s) FAILED" in err and "Traceback" not in err
+
+
+def test_missing_heads_hint_is_spelt_for_the_command_line(capsys, tmp_path: Path) -> None:
+    """The loader's "pass model=NAME or num_heads=..." is Python; the CLI says --model NAME / --num-heads N."""
+    lucid = vit_pytorch.ViT(
+        image_size=32, patch_size=8, num_classes=3, dim=48, depth=1, heads=3, mlp_dim=96, dim_head=16
+    )
+    torch.save(lucid.state_dict(), tmp_path / "lucid.pth")  # D=48, inner 48: no size and no 64-wide heads fit
+    code = main(["convert", str(tmp_path / "lucid.pth"), "--to", "vitlab", "--out", str(tmp_path / "o.safetensors")])
+    err = capsys.readouterr().err
+    assert code == 2 and "pass --model NAME or --num-heads N" in err and "num_heads=" not in err, err
+    code = main(["predict", str(tmp_path / "lucid.pth"), "--model", str(tmp_path / "lucid.pth")])
+    err = capsys.readouterr().err
+    assert code == 2 and "num_heads=" not in err and "vitlab convert" in err and "--num-heads N" in err, err

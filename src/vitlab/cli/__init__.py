@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from . import attention, benchmark, convert, data, evaluate, export, inspect, models, predict, summary, train
+from ._common import cli_spelling
 
 COMMANDS = (models, summary, convert, predict, train, evaluate, attention, inspect, export, benchmark, data)
 
@@ -47,7 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - Python flushes stderr at exit; keep it quiet
         return 0
     except (ValueError, OSError) as err:  # CheckpointError is a ValueError; a full disk is an OSError
-        print(f"vitlab {args.command}: error: {err}", file=sys.stderr)
+        print(f"vitlab {args.command}: error: {cli_spelling(str(err), args.command)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # Ctrl-C: outputs are written atomically, so nothing half-written is left
         print(f"vitlab {args.command}: interrupted", file=sys.stderr)

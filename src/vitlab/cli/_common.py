@@ -33,3 +33,14 @@ def require_attention(model, name: str) -> None:
         raise ValueError(
             f"{name}: the {model.architecture!r} model has no global attention map: {model.attention_note}"
         )
+
+
+def cli_spelling(message: str, command: str) -> str:
+    """A library hint in Python spelling (``pass model=NAME or num_heads=...``) as the command line spells it:
+    ``vitlab convert`` takes ``--model NAME`` / ``--num-heads N``; other commands read a file converted first."""
+    if command != "convert":
+        message = message.replace(
+            "pass model=NAME or num_heads=...",
+            "convert the file first: vitlab convert FILE --to vitlab --out OUT --model NAME (or --num-heads N)",
+        ).replace("pass num_heads=...", "vitlab convert takes --num-heads N")
+    return message.replace("model=NAME", "--model NAME").replace("num_heads=...", "--num-heads N")

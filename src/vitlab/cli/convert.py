@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ._common import add_img_size, img_size
+from ._common import add_img_size, cli_spelling, img_size
 
 if TYPE_CHECKING:
     from ..weights.verify import Reference
@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
         args.src, format=args.src_format, model=args.model, img_size=size, num_classes=args.num_classes, **overrides
     )
     model, cfg = loaded.model, loaded.model.cfg
-    print(loaded.report)
+    print(cli_spelling(str(loaded.report), "convert"))
     shape = model.input_shape
     print(f"model: {model.architecture} ({cfg.describe()}) img={shape[1]}x{shape[2]} classes={cfg.num_classes}")
     adapted = args.num_classes is not None or size is not None
