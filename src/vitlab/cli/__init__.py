@@ -12,10 +12,10 @@ import os
 import sys
 from collections.abc import Sequence
 
-from . import attention, benchmark, convert, data, evaluate, export, inspect, models, predict, summary, train
+from . import attention, benchmark, convert, data, evaluate, export, inspect, models, predict, serve, summary, train
 from ._common import cli_spelling
 
-COMMANDS = (models, summary, convert, predict, train, evaluate, attention, inspect, export, benchmark, data)
+COMMANDS = (models, summary, convert, predict, train, evaluate, attention, inspect, export, benchmark, serve, data)
 
 
 def build_parser() -> argparse.ArgumentParser:
