@@ -2,6 +2,8 @@
 
 from .attention import Attention, attention_kernel, matmul_attention
 from .block import Block
+from .conv_embed import ConvPatchEmbed
+from .conv_mlp import DepthwiseConvMlp
 from .drop_path import DropPath, drop_path, drop_path_rates
 from .layer_scale import LayerScale
 from .mlp import Mlp, make_act
@@ -11,12 +13,16 @@ from .pooling import AttentionPoolLatent
 from .pos_embed import resample_abs_pos_embed, resample_grid, sincos_2d
 from .rel_pos import gather_bias, num_relative_positions, relative_position_index
 from .rel_pos_resize import resize_rel_pos_table
+from .sr_attention import SpatialReductionAttention
+from .sr_block import SRABlock, run_blocks
 from .window_attention import WindowAttention, shifted_window_mask, window_partition, window_reverse
 
 __all__ = [
     "Attention",
     "AttentionPoolLatent",
     "Block",
+    "ConvPatchEmbed",
+    "DepthwiseConvMlp",
     "DropPath",
     "LayerScale",
     "LucidPatchEmbed",
@@ -24,6 +30,8 @@ __all__ = [
     "PatchEmbed",
     "PatchEmbed1d",
     "PatchMerging",
+    "SRABlock",
+    "SpatialReductionAttention",
     "WindowAttention",
     "attention_kernel",
     "drop_path",
@@ -37,6 +45,7 @@ __all__ = [
     "resample_abs_pos_embed",
     "resample_grid",
     "resize_rel_pos_table",
+    "run_blocks",
     "shifted_window_mask",
     "sincos_2d",
     "window_partition",

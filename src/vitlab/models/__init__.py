@@ -3,6 +3,8 @@
 from .beit import Beit, BeitConfig
 from .common import VitlabModel
 from .config import ModelConfig, ViT1dConfig, ViTConfig
+from .pvt import PvtConfig, PyramidVisionTransformer
+from .pvt_v2 import PvtV2Config, PyramidVisionTransformerV2
 from .registry import (
     ARCHITECTURES,
     Architecture,
@@ -26,6 +28,10 @@ __all__ = [
     "Beit",
     "BeitConfig",
     "ModelConfig",
+    "PvtConfig",
+    "PvtV2Config",
+    "PyramidVisionTransformer",
+    "PyramidVisionTransformerV2",
     "SwinConfig",
     "SwinTransformer",
     "UnknownModelError",

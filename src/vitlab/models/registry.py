@@ -17,6 +17,8 @@ import torch
 from .beit import Beit, BeitConfig
 from .common import VitlabModel
 from .config import ModelConfig, ViT1dConfig, ViTConfig
+from .pvt import PvtConfig, PyramidVisionTransformer
+from .pvt_v2 import PvtV2Config, PyramidVisionTransformerV2
 from .swin import SwinConfig, SwinTransformer
 from .vit import VisionTransformer
 from .vit_1d import VisionTransformer1d
@@ -37,6 +39,8 @@ ARCHITECTURES: dict[str, Architecture] = {
     "vit_1d": Architecture(ViT1dConfig, VisionTransformer1d, "ViT for 1-D sequences (vit-pytorch's vit_1d)"),
     "beit": Architecture(BeitConfig, Beit, "BEiT fine-tuned classifier (Bao et al. 2021)"),
     "swin": Architecture(SwinConfig, SwinTransformer, "Swin Transformer v1, shifted windows (Liu et al. 2021)"),
+    "pvt": Architecture(PvtConfig, PyramidVisionTransformer, "PvT v1, spatial-reduction attention (Wang et al. 2021)"),
+    "pvt_v2": Architecture(PvtV2Config, PyramidVisionTransformerV2, "PvT v2, overlapping patches, conv MLP"),
 }
 
 

@@ -154,6 +154,36 @@ _SWIN_ROWS = [
     ),
 ]
 
+# PvT v2 (Wang et al. 2021), timm's names: widths, blocks and heads per stage; b5 has MLP ratio 4 throughout.
+_PVT_V2_WIDE = dict(embed_dims=(64, 128, 320, 512), num_heads=(1, 2, 5, 8))
+_PVT_V2_ROWS = [
+    ModelRow(
+        "pvt_v2_b0",
+        "pvt_v2",
+        dict(embed_dims=(32, 64, 160, 256), num_heads=(1, 2, 5, 8), depths=(2, 2, 2, 2)),
+        "PvT-v2-b0",
+    ),
+    ModelRow("pvt_v2_b1", "pvt_v2", dict(**_PVT_V2_WIDE, depths=(2, 2, 2, 2)), "PvT-v2-b1"),
+    ModelRow("pvt_v2_b2", "pvt_v2", dict(**_PVT_V2_WIDE, depths=(3, 4, 6, 3)), "PvT-v2-b2"),
+    ModelRow("pvt_v2_b3", "pvt_v2", dict(**_PVT_V2_WIDE, depths=(3, 4, 18, 3)), "PvT-v2-b3"),
+    ModelRow("pvt_v2_b4", "pvt_v2", dict(**_PVT_V2_WIDE, depths=(3, 8, 27, 3)), "PvT-v2-b4"),
+    ModelRow("pvt_v2_b5", "pvt_v2", dict(**_PVT_V2_WIDE, depths=(3, 6, 40, 3), mlp_ratios=(4, 4, 4, 4)), "PvT-v2-b5"),
+    ModelRow(
+        "pvt_v2_b2_li",
+        "pvt_v2",
+        dict(**_PVT_V2_WIDE, depths=(3, 4, 6, 3), linear=True),
+        "PvT-v2-b2-Li: keys pooled to 7x7 (linear SRA)",
+    ),
+]
+
+# PvT v1 (Wang et al. 2021), vitlab's names (timm has no PvT v1; transformers' are Xrenya/pvt-tiny-224 etc.).
+_PVT_ROWS = [
+    ModelRow(f"pvt_v1_{size}", "pvt", dict(depths=depths), f"PvT-{size.capitalize()} (transformers' pvt-{size}-224)")
+    for size, depths in [
+        ("tiny", (2, 2, 2, 2)), ("small", (3, 4, 6, 3)), ("medium", (3, 4, 18, 3)), ("large", (3, 8, 27, 3))
+    ]
+]  # fmt: skip
+
 MODEL_TABLE: list[ModelRow] = [
     *(
         ModelRow(name, "vit", {**SIZES[size], "patch_size": patch, "img_size": img, **extra}, note)
@@ -162,6 +192,8 @@ MODEL_TABLE: list[ModelRow] = [
     *_VIT_1D_ROWS,
     *_BEIT_ROWS,
     *_SWIN_ROWS,
+    *_PVT_V2_ROWS,
+    *_PVT_ROWS,
 ]
 
 
