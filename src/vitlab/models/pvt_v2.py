@@ -187,8 +187,8 @@ def grid_outputs(outputs: list[torch.Tensor], output_fmt: str) -> list[torch.Ten
 
 
 SRA_NOTE = (
-    "spatial-reduction attention lets each token attend to a reduced grid of keys (the stage's tokens pooled "
-    "R x R by a strided conv), not to every token, so there is no global (T, T) map"
+    "spatial-reduction attention lets each token attend to a reduced grid of keys (the stage's grid shrunk R x R "
+    "by a strided conv, or pooled to 7 x 7), not to every token, so there is no global (T, T) map"
 )
 
 
