@@ -32,7 +32,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from ..layers import ConvPatchEmbed, resample_abs_pos_embed, run_blocks
+from ..layers import ConvPatchEmbed, resample_abs_pos_embed
 from .common import VitlabModel, init_linears, layer_indices, reset_all
 from .config import ModelConfig, _pair
 from .pvt_v2 import (
@@ -40,6 +40,7 @@ from .pvt_v2 import (
     SRA_NOTE,
     check_pyramid,
     describe_pyramid,
+    encode_stages,
     grid_outputs,
     stage_blocks,
     stage_rates,
@@ -147,11 +148,11 @@ class PvtStage(nn.Module):
     def __init__(self, cfg: PvtConfig, i: int, rates: list[float]) -> None:
         super().__init__()
         dim, p = cfg.embed_dims[i], cfg.later_patch_size
-        self.grid = cfg.stage_grids[i]
+        self.train_grid = cfg.stage_grids[i]  # the grid its position table is for
         last = i == len(cfg.depths) - 1
         self.downsample = ConvPatchEmbed(cfg.embed_dims[i - 1], dim, p, p, 0, cfg.embed_norm_eps) if i else None
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim)) if last else None
-        self.pos_embed = nn.Parameter(torch.zeros(1, int(last) + self.grid[0] * self.grid[1], dim))
+        self.pos_embed = nn.Parameter(torch.zeros(1, int(last) + self.train_grid[0] * self.train_grid[1], dim))
         self.pos_drop = nn.Dropout(cfg.pos_drop_rate)
         self.blocks = stage_blocks(cfg, i, rates, conv_mlp=False)
 
@@ -159,14 +160,18 @@ class PvtStage(nn.Module):
     def num_prefix_tokens(self) -> int:
         return int(self.cls_token is not None)
 
-    def embed(self, x: torch.Tensor) -> torch.Tensor:
+    def tokens(self, x: torch.Tensor) -> torch.Tensor:
         """Embedded grid (B, h, w, C) -> tokens with positions (B, [1 +] h * w, C)."""
         B, h, w, C = x.shape
         x = x.reshape(B, h * w, C)
         if self.cls_token is not None:
             x = torch.cat([self.cls_token.expand(B, -1, -1).to(x.dtype), x], dim=1)
-        pos = resize_pos_embed(self.pos_embed, self.grid, (h, w), self.num_prefix_tokens)
+        pos = resize_pos_embed(self.pos_embed, self.train_grid, (h, w), self.num_prefix_tokens)
         return self.pos_drop(x + pos.to(x.dtype))
+
+    def grid(self, tokens: torch.Tensor, grid: Pair) -> torch.Tensor:
+        """The blocks' tokens -> the patch tokens on their grid (B, h, w, C), without the class token."""
+        return tokens[:, self.num_prefix_tokens :].reshape(tokens.shape[0], *grid, -1)
 
 
 class PyramidVisionTransformer(VitlabModel):
@@ -212,31 +217,13 @@ class PyramidVisionTransformer(VitlabModel):
         sd = self.state_dict()
         for i, (old, stage) in enumerate(zip(self.stages, new.stages, strict=True)):
             key = f"stages.{i}.pos_embed"
-            sd[key] = resize_pos_embed(sd[key], old.grid, stage.grid, old.num_prefix_tokens)
+            sd[key] = resize_pos_embed(sd[key], old.train_grid, stage.train_grid, old.num_prefix_tokens)
         new.load_state_dict(sd, strict=True)
         return new.eval()
 
-    def _encode(self, x: torch.Tensor, keep: Iterable[int] = ()) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """Images -> (last stage's tokens before the final norm (B, 1 + N, C), the ``keep`` stages' outputs
-        (B, h_i, w_i, C_i) without the class token)."""
-        if x.ndim != 4 or x.shape[1] != self.cfg.in_chans:
-            raise ValueError(f"expected images (B, {self.cfg.in_chans}, H, W), got shape {tuple(x.shape)}")
-        keep = set(keep)
-        x = self.patch_embed(x)  # (B, H/P, W/P, C0)
-        kept = []
-        for i, stage in enumerate(self.stages):
-            if stage.downsample is not None:
-                x = stage.downsample(x.permute(0, 3, 1, 2))  # NHWC -> NCHW for the conv -> (B, h/2, w/2, C_i)
-            B, h, w, C = x.shape
-            tokens = run_blocks(stage.blocks, stage.embed(x), (h, w), self.grad_checkpointing)
-            x = tokens[:, stage.num_prefix_tokens :].reshape(B, h, w, C)
-            if i in keep:
-                kept.append(x)
-        return tokens, kept
-
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Images (B, C, H, W) -> the last stage's normalised tokens (B, 1 + h * w, C_last), [CLS] first."""
-        return self.norm(self._encode(x)[0])
+        return self.norm(encode_stages(self, x)[0])
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         """Tokens (B, T, C) -> logits (B, num_classes) from the class token, or its (B, C) with ``pre_logits``."""
@@ -259,7 +246,7 @@ class PyramidVisionTransformer(VitlabModel):
             norm: Apply the final norm to the last stage's output (the only one it is sized for).
         """
         take = layer_indices(indices, len(self.stages))
-        tokens, kept = self._encode(x, keep=take)
+        tokens, _, kept = encode_stages(self, x, keep=take)
         last = len(self.stages) - 1
         kept = [self.norm(y) if norm and i == last else y for i, y in zip(take, kept, strict=True)]
         return self.norm(tokens), grid_outputs(kept, output_fmt)

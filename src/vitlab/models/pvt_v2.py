@@ -147,6 +147,36 @@ class PvtV2Stage(nn.Module):
         self.blocks = stage_blocks(cfg, i, rates, conv_mlp=True)
         self.norm = nn.LayerNorm(dim, eps=cfg.norm_eps)
 
+    def tokens(self, x: torch.Tensor) -> torch.Tensor:
+        """The embedded grid (B, h, w, C) as the blocks' tokens (B, h * w, C)."""
+        return x.flatten(1, 2)
+
+    def grid(self, tokens: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+        """The blocks' tokens -> the stage's output, normalised, on its grid (B, h, w, C)."""
+        return self.norm(tokens).reshape(tokens.shape[0], *grid, -1)
+
+
+def encode_stages(
+    model: VitlabModel, x: torch.Tensor, keep: Iterable[int] = ()
+) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+    """A PvT's forward pass (v1 and v2): images (B, C, H, W) -> (the last stage's tokens and its output grid as
+    the stage leaves them, the ``keep`` stages' output grids (B, h_i, w_i, C_i)). Each stage provides
+    ``downsample``, ``blocks``, ``tokens(grid)`` and ``grid(tokens, (h, w))``."""
+    if x.ndim != 4 or x.shape[1] != model.cfg.in_chans:
+        raise ValueError(f"expected images (B, {model.cfg.in_chans}, H, W), got shape {tuple(x.shape)}")
+    keep = set(keep)
+    x = model.patch_embed(x)  # (B, H/P, W/P, C0)
+    kept = []
+    for i, stage in enumerate(model.stages):
+        if stage.downsample is not None:
+            x = stage.downsample(x.permute(0, 3, 1, 2))  # NHWC -> NCHW for the conv -> (B, h/2, w/2, C_i)
+        hw = (x.shape[1], x.shape[2])
+        tokens = run_blocks(stage.blocks, stage.tokens(x), hw, model.grad_checkpointing)
+        x = stage.grid(tokens, hw)
+        if i in keep:
+            kept.append(x)
+    return tokens, x, kept
+
 
 def stage_blocks(cfg: Any, i: int, rates: list[float], conv_mlp: bool) -> nn.ModuleList:
     """Stage ``i``'s blocks for a PvT config (v1: plain MLP; v2: depthwise-conv MLP), one per drop-path rate."""
@@ -227,26 +257,9 @@ class PyramidVisionTransformerV2(VitlabModel):
                 nn.init.normal_(m.weight, 0.0, (2.0 / fan_out) ** 0.5)
                 nn.init.zeros_(m.bias)
 
-    def _encode(self, x: torch.Tensor, keep: Iterable[int] = ()) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """Images -> (last stage's normalised tokens (B, h, w, C), the ``keep`` stages' outputs (B, h_i, w_i, C_i))."""
-        if x.ndim != 4 or x.shape[1] != self.cfg.in_chans:
-            raise ValueError(f"expected images (B, {self.cfg.in_chans}, H, W), got shape {tuple(x.shape)}")
-        keep = set(keep)
-        x = self.patch_embed(x)  # (B, H/4, W/4, C0)
-        kept = []
-        for i, stage in enumerate(self.stages):
-            if stage.downsample is not None:
-                x = stage.downsample(x.permute(0, 3, 1, 2))  # NHWC -> NCHW for the conv -> (B, h/2, w/2, C_i)
-            B, h, w, C = x.shape
-            tokens = run_blocks(stage.blocks, x.reshape(B, h * w, C), (h, w), self.grad_checkpointing)
-            x = stage.norm(tokens).reshape(B, h, w, C)
-            if i in keep:
-                kept.append(x)
-        return x, kept
-
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Images (B, C, H, W) -> the last stage's normalised feature map (B, C_last, H/32, W/32), NCHW as timm."""
-        return self._encode(x)[0].permute(0, 3, 1, 2)
+        return encode_stages(self, x)[1].permute(0, 3, 1, 2)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         """Feature map (B, C, h, w) -> logits (B, num_classes), or the pooled (B, C) with ``pre_logits``."""
@@ -269,5 +282,5 @@ class PyramidVisionTransformerV2(VitlabModel):
             norm: Unused: every stage's output is already normalised by its own ``norm`` (timm).
         """
         take = layer_indices(indices, len(self.stages))
-        final, kept = self._encode(x, keep=take)
+        _, final, kept = encode_stages(self, x, keep=take)
         return final.permute(0, 3, 1, 2), grid_outputs(kept, output_fmt)
