@@ -109,3 +109,27 @@ def test_fit_transform_keeps_about_the_model_s_patch_count(resize_cap) -> None:
         x = fit_transform(pre, 16)(Image.new("RGB", size, (10, 20, 30)))
         patches = (x.shape[1] // 16) * (x.shape[2] // 16)
         assert x.shape[1] % 16 == 0 and x.shape[2] % 16 == 0 and 1 <= patches <= 196 * 1.1, (size, x.shape)
+
+
+def test_eval_transform_honours_the_channel_order_and_old_metadata_loads_as_rgb(photos: Path) -> None:
+    """BGR weights (Hugging Face's MobileViT) get the channels flipped before normalisation; files written before
+    ``channel_order`` existed have no such key and load as RGB."""
+    import json
+
+    from vitlab.weights.io import CheckpointMeta
+
+    im = Image.open(photos / "chelsea.png").convert("RGB")
+    rgb = Preprocessing(input_size=(3, 64, 64), mean=(0.1, 0.2, 0.3), std=(0.5, 0.6, 0.7))
+    bgr = Preprocessing(**{**rgb.__dict__, "channel_order": "BGR"})
+    x, y = eval_transform(rgb)(im), eval_transform(bgr)(im)
+    raw = x * torch.tensor(rgb.std)[:, None, None] + torch.tensor(rgb.mean)[:, None, None]
+    expected = (raw.flip(0) - torch.tensor(bgr.mean)[:, None, None]) / torch.tensor(bgr.std)[:, None, None]
+    torch.testing.assert_close(y, expected)
+    old = {
+        "format_version": 1,
+        "config": {},
+        "preprocessing": {k: v for k, v in rgb.__dict__.items() if k != "channel_order"},
+    }
+    assert CheckpointMeta.from_json(json.dumps(old), Path("old.safetensors")).preprocessing.channel_order == "RGB"
+    with pytest.raises(ValueError, match="channel_order"):
+        Preprocessing(input_size=(1, 28, 28), mean=(0.5,), std=(0.5,), channel_order="BGR")

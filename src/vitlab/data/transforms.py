@@ -67,13 +67,26 @@ class ResizeCenterCrop(torch.nn.Module):
         return img.resize((cw, ch), _PIL[self.interpolation], box=box)
 
 
+class FlipChannels(torch.nn.Module):
+    """RGB -> BGR (or back) on a (C, H, W) or (B, C, H, W) tensor: the channel dimension reversed."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.flip(-3)
+
+
+def channel_order_steps(pre: Preprocessing) -> list[torch.nn.Module]:
+    """The steps that put an RGB tensor in the weights' channel order: none for ``RGB``, a flip for ``BGR``."""
+    return [FlipChannels()] if pre.channel_order == "BGR" else []
+
+
 def eval_transform(pre: Preprocessing) -> v2.Compose:
     """The evaluation transform of a set of weights: resize, centre crop, scale to [0, 1], normalise.
 
     Like timm's ``transforms_imagenet_eval`` (center mode): the shorter side is resized to
     ``floor(size / crop_pct)``, then the centre ``size`` is cropped (computing only the crop, so an
     image of any aspect ratio costs about the output). Input: a PIL image in the model's mode (``RGB``
-    or ``L``). Output: float32 ``(C, H, W)``.
+    or ``L``). Output: float32 ``(C, H, W)``, channels in ``pre.channel_order`` (flipped to BGR, before the
+    normalisation, for weights that expect it, as Hugging Face's MobileViT processor does).
     """
     _, h, w = pre.input_size
     scale = (math.floor(h / pre.crop_pct), math.floor(w / pre.crop_pct))
@@ -82,6 +95,7 @@ def eval_transform(pre: Preprocessing) -> v2.Compose:
             ResizeCenterCrop(scale, (h, w), _INTERP[pre.interpolation]),
             v2.PILToTensor(),
             v2.ToDtype(torch.float32, scale=True),
+            *channel_order_steps(pre),
             v2.Normalize(mean=list(pre.mean), std=list(pre.std)),
         ]
     )
@@ -125,6 +139,7 @@ def fit_transform(pre: Preprocessing, patch_size: int) -> v2.Compose:
             ResizeToPatches(h * w, patch_size, _INTERP[pre.interpolation]),
             v2.PILToTensor(),
             v2.ToDtype(torch.float32, scale=True),
+            *channel_order_steps(pre),
             v2.Normalize(mean=list(pre.mean), std=list(pre.std)),
         ]
     )

@@ -2,11 +2,13 @@
 
 from .attention import Attention, attention_kernel, matmul_attention
 from .block import Block
+from .conv_bn import ConvNormAct
 from .conv_embed import ConvPatchEmbed
 from .conv_mlp import DepthwiseConvMlp
 from .drop_path import DropPath, drop_path, drop_path_rates
 from .layer_scale import LayerScale
 from .mlp import Mlp, make_act
+from .mobilenet import InvertedResidual, make_divisible
 from .patch_embed import LucidPatchEmbed, PatchEmbed, PatchEmbed1d, pad_to_multiple
 from .patch_merging import PatchMerging
 from .pooling import AttentionPoolLatent
@@ -21,9 +23,11 @@ __all__ = [
     "Attention",
     "AttentionPoolLatent",
     "Block",
+    "ConvNormAct",
     "ConvPatchEmbed",
     "DepthwiseConvMlp",
     "DropPath",
+    "InvertedResidual",
     "LayerScale",
     "LucidPatchEmbed",
     "Mlp",
@@ -38,6 +42,7 @@ __all__ = [
     "drop_path_rates",
     "gather_bias",
     "make_act",
+    "make_divisible",
     "matmul_attention",
     "num_relative_positions",
     "pad_to_multiple",

@@ -20,12 +20,14 @@ class GELU(nn.GELU):
 
 
 def make_act(name: str) -> nn.Module:
-    """``gelu`` (exact, erf-based) or ``gelu_tanh`` (the approximation the JAX models use)."""
+    """``gelu`` (exact, erf-based), ``gelu_tanh`` (the approximation the JAX models use) or ``silu`` (MobileViT)."""
     if name == "gelu":
         return GELU()
     if name == "gelu_tanh":
         return GELU(approximate="tanh")
-    raise ValueError(f"unknown activation {name!r}; expected 'gelu' or 'gelu_tanh'")
+    if name == "silu":
+        return nn.SiLU()
+    raise ValueError(f"unknown activation {name!r}; expected 'gelu', 'gelu_tanh' or 'silu'")
 
 
 class Mlp(nn.Module):

@@ -3,6 +3,8 @@
 from .beit import Beit, BeitConfig
 from .common import VitlabModel
 from .config import ModelConfig, ViT1dConfig, ViTConfig
+from .cvt import CvT, CvTConfig
+from .mobilevit import MobileViT, MobileViTConfig
 from .pvt import PvtConfig, PyramidVisionTransformer
 from .pvt_v2 import PvtV2Config, PyramidVisionTransformerV2
 from .registry import (
@@ -27,6 +29,10 @@ __all__ = [
     "AttentionOutput",
     "Beit",
     "BeitConfig",
+    "CvT",
+    "CvTConfig",
+    "MobileViT",
+    "MobileViTConfig",
     "ModelConfig",
     "PvtConfig",
     "PvtV2Config",

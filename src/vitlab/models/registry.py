@@ -17,6 +17,8 @@ import torch
 from .beit import Beit, BeitConfig
 from .common import VitlabModel
 from .config import ModelConfig, ViT1dConfig, ViTConfig
+from .cvt import CvT, CvTConfig
+from .mobilevit import MobileViT, MobileViTConfig
 from .pvt import PvtConfig, PyramidVisionTransformer
 from .pvt_v2 import PvtV2Config, PyramidVisionTransformerV2
 from .swin import SwinConfig, SwinTransformer
@@ -41,6 +43,10 @@ ARCHITECTURES: dict[str, Architecture] = {
     "swin": Architecture(SwinConfig, SwinTransformer, "Swin Transformer v1, shifted windows (Liu et al. 2021)"),
     "pvt": Architecture(PvtConfig, PyramidVisionTransformer, "PvT v1, spatial-reduction attention (Wang et al. 2021)"),
     "pvt_v2": Architecture(PvtV2Config, PyramidVisionTransformerV2, "PvT v2, overlapping patches, conv MLP"),
+    "mobilevit": Architecture(
+        MobileViTConfig, MobileViT, "MobileViT v1, MobileNetV2 + unfolded transformers (Mehta & Rastegari 2021)"
+    ),
+    "cvt": Architecture(CvTConfig, CvT, "CvT, convolutional token embedding and projections (Wu et al. 2021)"),
 }
 
 

@@ -184,6 +184,35 @@ _PVT_ROWS = [
     ]
 ]  # fmt: skip
 
+# MobileViT v1 (Mehta & Rastegari 2021), timm's names: stage channels, transformer widths, final features.
+_MOBILEVIT_ROWS = [
+    ModelRow(
+        "mobilevit_xxs",
+        "mobilevit",
+        dict(channels=(16, 24, 48, 64, 80), transformer_dims=(64, 80, 96), num_features=320, expand_ratio=2.0),
+        "MobileViT-XXS, 256 px",
+    ),
+    ModelRow(
+        "mobilevit_xs",
+        "mobilevit",
+        dict(channels=(32, 48, 64, 80, 96), transformer_dims=(96, 120, 144), num_features=384),
+        "MobileViT-XS, 256 px",
+    ),
+    ModelRow("mobilevit_s", "mobilevit", {}, "MobileViT-S, 256 px"),
+]
+
+# CvT (Wu et al. 2021), the paper's names (timm has none). W24 is the ImageNet-22k model at 384 px.
+_CVT_ROWS = [
+    ModelRow("cvt_13", "cvt", {}, "CvT-13: 1 + 2 + 10 blocks"),
+    ModelRow("cvt_21", "cvt", dict(depths=(1, 4, 16)), "CvT-21: 1 + 4 + 16 blocks"),
+    ModelRow(
+        "cvt_w24",
+        "cvt",
+        dict(embed_dims=(192, 768, 1024), depths=(2, 2, 20), num_heads=(3, 12, 16), img_size=384),
+        "CvT-W24 (wide), 384 px",
+    ),
+]
+
 MODEL_TABLE: list[ModelRow] = [
     *(
         ModelRow(name, "vit", {**SIZES[size], "patch_size": patch, "img_size": img, **extra}, note)
@@ -194,6 +223,8 @@ MODEL_TABLE: list[ModelRow] = [
     *_SWIN_ROWS,
     *_PVT_V2_ROWS,
     *_PVT_ROWS,
+    *_MOBILEVIT_ROWS,
+    *_CVT_ROWS,
 ]
 
 

@@ -307,7 +307,7 @@ def _write_report(
     lines = [
         f"# Training report: {out.name}",
         "",
-        f"- model: {cfg.model.name} (D={c.embed_dim}, depth={c.depth}, heads={c.num_heads}, patch={c.patch_size}, "
+        f"- model: {cfg.model.name} ({c.describe()}, "  # any family: its config describes its sizes
         f"img={c.img_size[0]}x{c.img_size[1]}, {count_params(model):,} params)",
         f"- data: {cfg.data.path} ({len(splits.train)} train, {len(splits.val)} val"
         + (f", {len(splits.test)} test" if splits.test is not None else "")

@@ -136,25 +136,40 @@ def fields_from_config(config: dict[str, Any], path: Path) -> dict[str, Any]:
 
 
 def preprocessing_from(path: Path, channels: int) -> Preprocessing | None:
-    """The preprocessing of ``preprocessor_config.json`` (ViT/DeiT/BEiT/Swin image processors), if there is one."""
+    """The preprocessing of ``preprocessor_config.json``, if there is one.
+
+    Reads the ViT/DeiT/BEiT/Swin processors (``size`` as height/width, an optional centre crop), the
+    ConvNeXt-style ones (``size.shortest_edge`` and ``crop_pct``, as CvT's), MobileViT's (``shortest_edge``
+    then ``crop_size``; no normalisation; ``do_flip_channel_order``: the weights expect BGR).
+    """
     file = path / "preprocessor_config.json"
     if not file.is_file():
         return None
     p = read_json(file)
     size = p.get("size", {})
+    if isinstance(size, dict) and "shortest_edge" in size:
+        size = size["shortest_edge"]
     h, w = (size.get("height", 224), size.get("width", 224)) if isinstance(size, dict) else (size, size)
     crop = p.get("crop_size") if p.get("do_center_crop") else None
+    crop = {"height": crop, "width": crop} if isinstance(crop, int) else crop
     crop_pct = 1.0  # ViTImageProcessor resizes straight to size, no crop
-    if isinstance(crop, dict) and crop.get("height"):  # DeiT/BEiT processors: resize, then centre-crop
+    if isinstance(crop, dict) and crop.get("height"):  # DeiT/BEiT/MobileViT processors: resize, then centre-crop
         crop_pct = crop["height"] / h
         h, w = crop["height"], crop["width"]
+    elif p.get("crop_pct") and h < 384:  # ConvNeXt's processor: shorter side to size / crop_pct, crop size
+        crop_pct = p["crop_pct"]
     c = channels
+    # MobileViT's processor never normalises and flips to BGR unless told not to; files on the Hub name it
+    # by the older ``feature_extractor_type`` (MobileViTFeatureExtractor) and leave both keys out.
+    mobilevit = str(p.get("image_processor_type") or p.get("feature_extractor_type") or "").startswith("MobileViT")
+    normalize = not mobilevit and p.get("do_normalize", True) is not False
     return Preprocessing(
         input_size=(c, h, w),
         crop_pct=crop_pct,
         interpolation=_RESAMPLE.get(p.get("resample", 2), "bilinear"),
-        mean=tuple(p.get("image_mean", (0.5,) * c)),
-        std=tuple(p.get("image_std", (0.5,) * c)),
+        mean=tuple(p.get("image_mean", (0.5,) * c)) if normalize else (0.0,) * c,
+        std=tuple(p.get("image_std", (0.5,) * c)) if normalize else (1.0,) * c,
+        channel_order="BGR" if p.get("do_flip_channel_order", mobilevit) else "RGB",
     )
 
 

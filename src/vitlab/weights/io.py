@@ -44,6 +44,9 @@ class Preprocessing:
         interpolation: Resize filter: ``bicubic``, ``bilinear`` or ``nearest``.
         mean: Per-channel mean subtracted after scaling to [0, 1].
         std: Per-channel standard deviation divided by.
+        channel_order: ``RGB``, or ``BGR`` for weights trained on channel-flipped images (Hugging Face's
+            MobileViT processors flip RGB to BGR after rescaling); mean and std are in this order. Files
+            written before this field existed load as ``RGB``.
     """
 
     input_size: tuple[int, int, int] = (3, 224, 224)
@@ -51,6 +54,7 @@ class Preprocessing:
     interpolation: str = "bicubic"
     mean: tuple[float, ...] = (0.5, 0.5, 0.5)
     std: tuple[float, ...] = (0.5, 0.5, 0.5)
+    channel_order: str = "RGB"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "input_size", tuple(int(v) for v in self.input_size))
@@ -69,6 +73,10 @@ class Preprocessing:
             raise ValueError(f"preprocessing: crop_pct must be in (0, 1], got {self.crop_pct}")
         if self.interpolation not in ("bicubic", "bilinear", "nearest"):
             raise ValueError(f"preprocessing: unknown interpolation {self.interpolation!r}")
+        if self.channel_order not in ("RGB", "BGR") or (self.channel_order == "BGR" and c != 3):
+            raise ValueError(
+                f"preprocessing: channel_order must be 'RGB' or (3 channels) 'BGR', got {self.channel_order!r}"
+            )
 
     @classmethod
     def for_config(cls, cfg: Any, **changes: Any) -> Preprocessing | None:
