@@ -98,11 +98,15 @@ def test_deit3_layerscale_names(tmp_path: Path) -> None:
     assert "DeiT III LayerScale" in str(loaded.report)
 
 
-def test_distilled_deit_is_refused(tmp_path: Path) -> None:
-    ref = timm.create_model("deit_tiny_distilled_patch16_224")
+def test_distilled_deit_loads_as_the_deit_family(tmp_path: Path) -> None:
+    """Distilled files (dist_token, head_dist) load as the deit family (more in tests/weights/test_deit.py)."""
+    ref = timm.create_model("deit_tiny_distilled_patch16_224", depth=2).eval()
     torch.save({"model": ref.state_dict()}, tmp_path / "deit_distilled.pth")
-    with pytest.raises(CheckpointError, match="distilled DeiT"):
-        load_checkpoint(tmp_path / "deit_distilled.pth")
+    loaded = load_checkpoint(tmp_path / "deit_distilled.pth", format="deit")
+    assert loaded.architecture == "deit"
+    x = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        close(loaded.model(x), ref(x))
 
 
 # ------------------------------------------------------------------------------------------------ HF

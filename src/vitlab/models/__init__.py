@@ -4,6 +4,7 @@ from .beit import Beit, BeitConfig
 from .common import VitlabModel
 from .config import ModelConfig, ViT1dConfig, ViTConfig
 from .cvt import CvT, CvTConfig
+from .deit import DeiT, DeiTConfig
 from .mobilevit import MobileViT, MobileViTConfig
 from .pvt import PvtConfig, PyramidVisionTransformer
 from .pvt_v2 import PvtV2Config, PyramidVisionTransformerV2
@@ -31,6 +32,8 @@ __all__ = [
     "BeitConfig",
     "CvT",
     "CvTConfig",
+    "DeiT",
+    "DeiTConfig",
     "MobileViT",
     "MobileViTConfig",
     "ModelConfig",

@@ -18,6 +18,7 @@ from .beit import Beit, BeitConfig
 from .common import VitlabModel
 from .config import ModelConfig, ViT1dConfig, ViTConfig
 from .cvt import CvT, CvTConfig
+from .deit import DeiT, DeiTConfig
 from .mobilevit import MobileViT, MobileViTConfig
 from .pvt import PvtConfig, PyramidVisionTransformer
 from .pvt_v2 import PvtV2Config, PyramidVisionTransformerV2
@@ -40,6 +41,7 @@ ARCHITECTURES: dict[str, Architecture] = {
     "vit": Architecture(ViTConfig, VisionTransformer, "Vision Transformer (Dosovitskiy et al. 2020)"),
     "vit_1d": Architecture(ViT1dConfig, VisionTransformer1d, "ViT for 1-D sequences (vit-pytorch's vit_1d)"),
     "beit": Architecture(BeitConfig, Beit, "BEiT fine-tuned classifier (Bao et al. 2021)"),
+    "deit": Architecture(DeiTConfig, DeiT, "ViT with a distillation token and head (Touvron et al. 2021)"),
     "swin": Architecture(SwinConfig, SwinTransformer, "Swin Transformer v1, shifted windows (Liu et al. 2021)"),
     "pvt": Architecture(PvtConfig, PyramidVisionTransformer, "PvT v1, spatial-reduction attention (Wang et al. 2021)"),
     "pvt_v2": Architecture(PvtV2Config, PyramidVisionTransformerV2, "PvT v2, overlapping patches, conv MLP"),

@@ -1,6 +1,6 @@
 """Named models as data (big_vision's ``decode_variant``, timm's names): one row per name.
 
-A row names its architecture (a key of the registry's table: ``"vit"``, ``"vit_1d"``, ...)
+A row names its architecture (a key of the registry's table: ``"vit"``, ``"vit_1d"``, ``"deit"``, ...)
 and the config fields of that architecture's config. :func:`vitlab.create_model` turns a row into
 a config and a model. ViT rows are written as a size (width, depth, heads, MLP width), a patch size,
 a training image size and any other fields.
@@ -122,6 +122,32 @@ _VIT_1D_ROWS = [
     ModelRow("vit_1d_tiny_patch16_256", "vit_1d", dict(seq_len=256, patch_size=16, **SIZES["tiny"])),
 ]
 
+# DeiT (Touvron et al. 2021) and DeiT III (Touvron et al. 2022), timm's names. Plain DeiT and DeiT III are
+# ViTs trained another way, so they are "vit" rows: the same modules and tensor names, so every ViT path
+# (timm/HF/JAX formats, export, attention) serves them unchanged. Only the distilled models, with one more
+# token and one more head, are the "deit" architecture.
+_DEIT_SIZES = {"tiny": "Ti", "small": "S", "base": "B"}
+_DEIT3 = dict(init_values=1e-6, pos_embed_prefix=False)  # LayerScale; no position slot for [CLS] (no_embed_class)
+_DEIT_ROWS = [
+    *(
+        ModelRow(f"deit_{size}_patch16_224", "vit", {**SIZES[size], "patch_size": 16, "img_size": 224}, f"DeiT-{abbr}")
+        for size, abbr in _DEIT_SIZES.items()
+    ),
+    *(
+        ModelRow(
+            f"deit_{size}_distilled_patch16_224",
+            "deit",
+            {**SIZES[size], "patch_size": 16, "img_size": 224, "distilled": True},
+            f"DeiT-{abbr} distilled: [CLS, DIST, patches], two heads",
+        )
+        for size, abbr in _DEIT_SIZES.items()
+    ),
+    *(
+        ModelRow(f"deit3_{size}_patch16_224", "vit", {**SIZES[size], "patch_size": 16, "img_size": 224, **_DEIT3}, note)
+        for size, note in [("small", "DeiT III-S: LayerScale 1e-6"), ("base", "DeiT III-B: LayerScale 1e-6")]
+    ),
+]
+
 # BEiT, the fine-tuned classifiers (timm's names and LayerScale starts: 0.1 for base, 1e-5 for large).
 _BEIT_ROWS = [
     ModelRow("beit_base_patch16_224", "beit", dict(**SIZES["base"], img_size=224), "BEiT-B/16, per-block rel-pos bias"),
@@ -219,6 +245,7 @@ MODEL_TABLE: list[ModelRow] = [
         for name, size, patch, img, extra, note in _VIT_ROWS
     ),
     *_VIT_1D_ROWS,
+    *_DEIT_ROWS,
     *_BEIT_ROWS,
     *_SWIN_ROWS,
     *_PVT_V2_ROWS,

@@ -59,11 +59,17 @@ def train_one_epoch(
     ema_decay: float = 0.999,
     on_step: Callable[[dict], None] | None = None,
     world: int = 1,
+    distill: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
 ) -> None:
     """Run the rest of the current epoch: ``accum_steps`` micro-batches per optimizer step.
 
     ``on_step`` is called after every optimizer step with that step's metrics (loss, accuracy, lr,
     images/s); it is where the caller logs and checkpoints. ``state`` is advanced in place.
+
+    ``distill`` (a :class:`~vitlab.train.distill.Distiller`) turns the labels' loss into DeiT's distillation
+    loss, ``distill(images, label_loss, dist_logits)``. A model whose forward returns ``(cls_logits,
+    dist_logits)`` (a distilled DeiT after ``set_distilled_training``) learns the labels with the first and
+    the teacher with the second; a model with one output learns both with it.
     """
     model.train()
     micro = 0
@@ -77,9 +83,13 @@ def train_one_epoch(
         last = (micro + 1) % accum_steps == 0
         sync = contextlib.nullcontext() if last or not hasattr(model, "no_sync") else model.no_sync()
         with sync, autocast(device, precision):
-            logits = model(x)
-            loss = F.cross_entropy(logits.float(), y, label_smoothing=label_smoothing)
+            out = model(x)
+            cls_logits, dist_logits = out if isinstance(out, tuple) else (out, out)
+            loss = F.cross_entropy(cls_logits.float(), y, label_smoothing=label_smoothing)
+            if distill is not None:
+                loss = distill(x, loss, dist_logits.float())
             (loss / accum_steps).backward()
+        logits = (cls_logits + dist_logits) / 2 if isinstance(out, tuple) else out  # what inference predicts
         if not math.isfinite(loss.item()):
             raise FloatingPointError(f"loss is {loss.item()} at step {state.step}; lower optim.lr or use fp32")
         loss_sum += loss.item() * len(x)

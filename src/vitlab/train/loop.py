@@ -34,10 +34,12 @@ from ..models import create_model
 from ..weights import Preprocessing, load_checkpoint, save
 from .checkpoint import load_train_checkpoint, save_train_checkpoint, set_rng_state
 from .config import ConfigError, TrainConfig
+from .distill import Distiller, load_teacher
 from .distributed import Dist, init_distributed
 from .engine import TrainState, evaluate, train_one_epoch
 from .optim import build_optimizer
 from .plots import plot_curves
+from .rundir import RunDirLock, prepare_run_dir, read_metrics, write_metrics, write_text
 from .schedule import lr_at
 
 log = logging.getLogger(__name__)
@@ -50,6 +52,19 @@ def _build_model(cfg: TrainConfig, num_classes: int, channels: int):
         loaded = load_checkpoint(cfg.init_from, model=cfg.model.name, num_classes=num_classes, **over)
         return loaded.model, str(loaded.report)
     return create_model(cfg.model.name, num_classes=num_classes, **over), None
+
+
+def _distiller(cfg: TrainConfig, model, num_classes: int, pre: Preprocessing, device: torch.device) -> Distiller | None:
+    """The teacher and DeiT's loss of ``train.distill`` (None without a teacher); a distilled DeiT student is
+    switched to returning both heads' logits while training (timm's ``set_distilled_training``)."""
+    d = cfg.train.distill
+    if d.teacher is None:
+        return None
+    teacher = load_teacher(d.teacher, num_classes, model.input_shape, device, (pre.mean, pre.std))
+    if hasattr(model, "set_distilled_training"):
+        model.set_distilled_training(True)
+    log.info("distilling from %s (%s, alpha %g, tau %g)", d.teacher, d.kind, d.alpha, d.tau)
+    return Distiller(teacher, d.kind, d.tau, d.alpha)
 
 
 def _interactive() -> bool:
@@ -92,12 +107,23 @@ def fit(cfg: TrainConfig, resume: str | os.PathLike | None = None, progress: boo
     """
     dist = init_distributed(cfg.run.device)
     out = Path(resume) if resume else Path(cfg.run.out_dir)
+    lock = RunDirLock(out).acquire() if dist.is_main else None  # released when the process ends, however
+    try:
+        return _fit(cfg, dist, out, resume is not None, progress)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _fit(cfg: TrainConfig, dist: Dist, out: Path, resume: bool, progress: bool) -> dict[str, Any]:
     t_start = time.perf_counter()
     if cfg.train.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
     torch.manual_seed(cfg.train.seed)
 
-    # ---- data and model, checked before anything is written
+    # ---- the run directory (locked above), data and model: all checked before anything is written
+    if dist.is_main:
+        prepare_run_dir(out, resume, cfg.run.overwrite)
     splits = load_splits(cfg.data.path, cfg.data.format, cfg.data.val_fraction, cfg.train.seed, cfg.data.train_subset)
     model, init_report = _build_model(cfg, len(splits.class_names), splits.channels)
     mode = "L" if model.cfg.in_chans == 1 else "RGB"
@@ -133,6 +159,7 @@ def fit(cfg: TrainConfig, resume: str | os.PathLike | None = None, progress: boo
         return lr_at(step, cfg.optim.lr, total_steps, warmup, cfg.schedule.min_lr)
 
     model.to(dist.device)
+    distiller = _distiller(cfg, model, len(splits.class_names), pre, dist.device)
     ema = copy.deepcopy(model).requires_grad_(False) if cfg.train.ema_decay else None
     o = cfg.optim
     optimizer = build_optimizer(model, o.name, o.lr, o.weight_decay, o.betas, o.momentum, o.layer_decay)
@@ -148,8 +175,8 @@ def fit(cfg: TrainConfig, resume: str | os.PathLike | None = None, progress: boo
         _trim_metrics(out / "metrics.jsonl", state.step, dist)
     elif dist.is_main:
         out.mkdir(parents=True, exist_ok=True)
-        (out / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-        (out / "metrics.jsonl").write_text("")
+        write_text(out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        write_text(out / "metrics.jsonl", "")
     train_model = model
     if dist.world > 1:
         train_model = torch.nn.parallel.DistributedDataParallel(model, device_ids=dist.device_ids)
@@ -222,6 +249,7 @@ def fit(cfg: TrainConfig, resume: str | os.PathLike | None = None, progress: boo
             ema_decay=cfg.train.ema_decay or 0.0,
             on_step=on_step,
             world=dist.world,
+            distill=distiller,
         )
         bar.close()
         state.epoch, state.batch_in_epoch = epoch + 1, 0
@@ -292,8 +320,7 @@ def _trim_metrics(path: Path, step: int, dist: Dist) -> None:
     """On resume, drop records written after the checkpoint being resumed (they will be written again)."""
     if not dist.is_main or not path.exists():
         return
-    keep = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
-    path.write_text("".join(line + "\n" for line in keep))
+    write_metrics(path, [r for r in read_metrics(path) if r.get("step", 0) <= step])
 
 
 def _write_report(
@@ -302,7 +329,7 @@ def _write_report(
     from ..models.summary import count_params
 
     c = model.cfg
-    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    records = read_metrics(out / "metrics.jsonl")
     rates = [r["epoch_img_per_s"] for r in records if r.get("epoch_img_per_s")]
     lines = [
         f"# Training report: {out.name}",
@@ -316,6 +343,9 @@ def _write_report(
         f"{cfg.optim.name} lr {cfg.optim.lr}, {cfg.train.precision}",
         f"- best validation accuracy: {state.best_acc:.4f}",
     ]
+    d = cfg.train.distill
+    if d.teacher:
+        lines.append(f"- distilled from {d.teacher} ({d.kind}, alpha {d.alpha}, tau {d.tau})")
     if "test_acc" in result:
         lines.append(f"- **test accuracy (best checkpoint): {result['test_acc']:.4f}**")
     median = sorted(rates)[len(rates) // 2] if rates else 0

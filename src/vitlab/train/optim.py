@@ -8,10 +8,13 @@ import re
 import torch
 from torch import nn
 
+# Learned tokens and positions: no weight decay (timm's and DeiT's no_weight_decay), embedding layer 0.
+_TOKENS = ("cls_token", "dist_token", "reg_token", "pos_embed")
+
 
 def layer_id(name: str, depth: int) -> int:
     """0 for the embeddings, i + 1 for block i, depth + 1 for everything after the blocks (norm, head)."""
-    if name.startswith(("cls_token", "reg_token", "pos_embed", "patch_embed")):
+    if name.startswith((*_TOKENS, "patch_embed")):
         return 0
     m = re.match(r"blocks\.(\d+)\.", name)
     return int(m.group(1)) + 1 if m else depth + 1
@@ -24,7 +27,7 @@ def param_groups(model: nn.Module, weight_decay: float, layer_decay: float | Non
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        decay = p.ndim >= 2 and not name.startswith(("cls_token", "reg_token", "pos_embed"))
+        decay = p.ndim >= 2 and not name.startswith(_TOKENS)
         lid = layer_id(name, depth) if layer_decay else 0
         scale = layer_decay ** (depth + 1 - lid) if layer_decay else 1.0
         group = groups.setdefault(

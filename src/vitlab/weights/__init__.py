@@ -9,6 +9,7 @@ from __future__ import annotations
 from . import (
     beit,  # noqa: F401  (registers BEiT's formats in FAMILIES)
     cvt,  # noqa: F401  (registers CvT's formats in FAMILIES)
+    deit,  # noqa: F401  (registers the distilled DeiT's formats in FAMILIES)
     mobilevit,  # noqa: F401  (registers MobileViT's formats in FAMILIES)
     pvt,  # noqa: F401  (registers PvT v1's and v2's formats in FAMILIES)
     swin,  # noqa: F401  (registers Swin's formats in FAMILIES)

@@ -313,7 +313,9 @@ def _check_claims(path: Path, fields: dict[str, Any], ck: Checkpoint) -> None:
     sd = ck.state_dict
     proven = timm.proven_fields(sd)
     wrong = [
-        f"{k}={_short(fields[k])} but the weights have {v!r}" for k, v in proven.items() if k in fields and fields[k] != v
+        f"{k}={_short(fields[k])} but the weights have {v!r}"
+        for k, v in proven.items()
+        if k in fields and fields[k] != v
     ]
     if "pos_embed" in sd and fields.get("pos_embed", "learn") == "learn" and "img_size" in fields:
         try:
