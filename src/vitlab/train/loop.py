@@ -107,12 +107,16 @@ def fit(cfg: TrainConfig, resume: str | os.PathLike | None = None, progress: boo
     """
     dist = init_distributed(cfg.run.device)
     out = Path(resume) if resume else Path(cfg.run.out_dir)
+    existed = out.exists()
     lock = RunDirLock(out).acquire() if dist.is_main else None  # released when the process ends, however
     try:
         return _fit(cfg, dist, out, resume is not None, progress)
     finally:
         if lock is not None:
             lock.release()
+            if not existed and [p.name for p in out.iterdir()] == [".lock"]:  # refused before writing: leave no trace
+                lock.path.unlink()
+                out.rmdir()
 
 
 def _fit(cfg: TrainConfig, dist: Dist, out: Path, resume: bool, progress: bool) -> dict[str, Any]:
