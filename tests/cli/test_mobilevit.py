@@ -14,7 +14,7 @@ import yaml
 
 from vitlab.cli import main
 
-from ..conftest import DATA
+from ..conftest import MNIST
 
 timm = pytest.importorskip("timm")
 transformers = pytest.importorskip("transformers")
@@ -128,7 +128,7 @@ def test_predict_on_an_hf_mobilevit_equals_transformers_pipeline(capsys, photos:
 @pytest.fixture(scope="module")
 def rgb_digits(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """64 training and 32 test MNIST digits as 32x32 RGB images (10 classes), in the mnist.npz layout."""
-    with np.load(DATA / "mnist.npz") as f:
+    with np.load(MNIST) as f:
         xs, ys, xt, yt = f["x_train"][:64], f["y_train"][:64], f["x_test"][:32], f["y_test"][:32]
 
     def rgb(x: np.ndarray) -> np.ndarray:

@@ -13,7 +13,7 @@ import yaml
 
 from vitlab.cli import main
 
-from ..conftest import DATA
+from ..conftest import MNIST
 
 timm = pytest.importorskip("timm")
 NANO = dict(patch_size=2, embed_dim=32, depths=(2, 2, 2), num_heads=(1, 2, 4), window_size=4)  # swin_nano_*_32
@@ -88,7 +88,7 @@ def test_predict_attention_and_export(capsys, timm_file: Path, photos: Path, tmp
 @pytest.fixture(scope="module")
 def rgb_digits(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """96 training and 32 test MNIST digits as 32x32 RGB images (10 classes), in the mnist.npz layout."""
-    with np.load(DATA / "mnist.npz") as f:
+    with np.load(MNIST) as f:
         xs, ys, xt, yt = f["x_train"][:96], f["y_train"][:96], f["x_test"][:32], f["y_test"][:32]
 
     def rgb(x: np.ndarray) -> np.ndarray:

@@ -3,8 +3,10 @@
 Two runs writing one directory would interleave their metrics and overwrite each other's checkpoints,
 and a fresh run over an old one would leave the old checkpoints for ``--resume`` to pick up. So:
 
-- :class:`RunDirLock` takes an exclusive OS lock (``flock``) on ``RUN_DIR/.lock``; the kernel releases
-  it when the process dies, however it dies, so a killed run never leaves a stale lock.
+- :class:`RunDirLock` takes an exclusive POSIX record lock (``lockf``) on ``RUN_DIR/.lock``; the kernel
+  releases it when the process dies, however it dies, so a killed run never leaves a stale lock. (Not
+  ``flock``: its lock is shared with forked children, so DataLoader workers outliving a killed run
+  would keep the directory locked.)
 - :func:`prepare_run_dir` refuses a fresh run into a directory that holds a run, unless
   ``run.overwrite=true`` clears it; ``--resume`` continues it instead.
 - :func:`read_metrics` reads ``metrics.jsonl``, dropping a torn last line (what a kill mid-write leaves).
@@ -27,6 +29,9 @@ LOCK_NAME = ".lock"
 RUN_FILES = ("config.yaml", "metrics.jsonl", "checkpoints", "best.safetensors", "last.safetensors", "report.md")
 
 
+_HELD: set[str] = set()  # lock files this process holds
+
+
 class RunDirError(ValueError):
     """A run directory that cannot be used as asked (locked by another run, or holding a run)."""
 
@@ -45,10 +50,13 @@ class RunDirLock:
             RunDirError: another live process holds it (its pid is named).
         """
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        key = os.path.realpath(self.path)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+            if key in _HELD:  # POSIX locks are per process: a second lock here would silently succeed
+                raise BlockingIOError
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except (BlockingIOError, PermissionError):
             holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
             os.close(fd)
             raise RunDirError(
@@ -57,13 +65,15 @@ class RunDirLock:
             ) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        self._fd = fd
+        self._fd, self._key = fd, key
+        _HELD.add(key)
         return self
 
     def release(self) -> None:
         if self._fd is not None:
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            fcntl.lockf(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
+            _HELD.discard(self._key)
             self._fd = None
 
     def __enter__(self) -> RunDirLock:
